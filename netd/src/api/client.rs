@@ -1,0 +1,1 @@
+//! HTTP client over a UNIX socket, for the CLI (placeholder).

@@ -1,0 +1,1 @@
+//! HTTP server over a UNIX socket (placeholder).

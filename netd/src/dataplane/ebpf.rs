@@ -1,0 +1,1 @@
+//! The eBPF dataplane (placeholder until the dataplane helper lands it).
