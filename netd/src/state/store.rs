@@ -1,27 +1,268 @@
 //! Atomic persistence of [`DesiredState`] in the state directory.
+//!
+//! Layout of the directory:
+//! - `lock`: holds an exclusive `flock(2)` for as long as the daemon runs, and its pid so
+//!   that a second daemon can say who holds it. flock locks die with the process, so a
+//!   `kill -9` never leaves a stale lock behind.
+//! - `state.json`: the desired state. It is replaced by writing `state.json.tmp`,
+//!   fsyncing it, renaming it over `state.json` and fsyncing the directory, so after a
+//!   crash at any point the file is either the old or the new state, never a mix.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs::{self, DirBuilder, File, OpenOptions, TryLockError},
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
 
 use super::StateError;
 use crate::model::DesiredState;
 
+const LOCK_FILE: &str = "lock";
+const STATE_FILE: &str = "state.json";
+const TMP_FILE: &str = "state.json.tmp";
+
 /// The state directory: `state.json`, written atomically, and a lock that keeps a second
 /// daemon out.
 pub struct StateStore {
-    _dir: PathBuf,
+    dir: PathBuf,
+    /// Held open for the lifetime of the store: closing it releases the flock.
+    _lock: File,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StateError {
+    StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl StateStore {
     /// Create the directory if needed and take the lock.
-    pub fn open(_dir: &Path) -> Result<Self, StateError> {
-        todo!("state helper")
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        // 0700: the state names every namespace and address; only root needs to read it.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                // Best effort: the holder may be between truncate and write.
+                let _ = lock.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StateError::Locked {
+                    path: dir.display().to_string(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.to_string()
+                    },
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
+        }
+        lock.set_len(0)
+            .and_then(|()| lock.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(lock, "{}", std::process::id()))
+            .and_then(|()| lock.sync_all())
+            .map_err(|e| io_err(&lock_path, e))?;
+        // A leftover temp file is an interrupted save; state.json is still the truth.
+        let tmp = dir.join(TMP_FILE);
+        match fs::remove_file(&tmp) {
+            Ok(()) => tracing::warn!(path = %tmp.display(), "removed an interrupted state save"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&tmp, e)),
+        }
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
     }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The saved state, or `None` on first start.
     pub fn load(&self) -> Result<Option<DesiredState>, StateError> {
-        todo!()
+        let path = self.dir.join(STATE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path: path.display().to_string(),
+                detail: format!(
+                    "{e}; fix or move the file away (netd then starts with an empty state)"
+                ),
+            })
     }
+
     /// Replace the saved state atomically (write, fsync, rename, fsync the directory).
-    pub fn save(&self, _state: &DesiredState) -> Result<(), StateError> {
-        todo!()
+    pub fn save(&self, state: &DesiredState) -> Result<(), StateError> {
+        let tmp = self.dir.join(TMP_FILE);
+        let path = self.dir.join(STATE_FILE);
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+            path: path.display().to_string(),
+            detail: format!("cannot serialize the state: {e}"),
+        })?;
+        bytes.push(b'\n');
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err(&tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        // The rename is only durable once the directory entry is on disk.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&self.dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt};
+
+    use super::*;
+    use crate::model::Network;
+
+    fn sample() -> DesiredState {
+        let mut s = DesiredState::default();
+        s.networks.push(Network {
+            name: "netd0".into(),
+            id: 1,
+            subnet: "172.17.0.0/16".parse().unwrap(),
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            ip_range: None,
+            internal: false,
+            icc: true,
+            masquerade: true,
+            mtu: 1500,
+            bridge: "netd0".into(),
+        });
+        s.ipam_cursor
+            .insert("netd0".into(), Ipv4Addr::new(172, 17, 0, 9));
+        s.next_network_id = 2;
+        s
+    }
+
+    #[test]
+    fn open_creates_private_dir_and_writes_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let store = StateStore::open(&dir).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "state dir must not be group/world accessible: {mode:o}"
+        );
+        let pid = fs::read_to_string(dir.join("lock")).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        assert_eq!(store.dir(), dir);
+    }
+
+    #[test]
+    fn load_without_state_is_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_tmp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        let s = sample();
+        store.save(&s).unwrap();
+        assert!(!tmp.path().join(TMP_FILE).exists());
+        assert_eq!(store.load().unwrap(), Some(s.clone()));
+        // A second save replaces the first.
+        let mut s2 = s;
+        s2.networks.clear();
+        store.save(&s2).unwrap();
+        assert_eq!(store.load().unwrap(), Some(s2));
+    }
+
+    #[test]
+    fn second_open_is_locked_with_pid_and_lock_released_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = StateStore::open(tmp.path()).unwrap();
+        let err = StateStore::open(tmp.path())
+            .err()
+            .expect("second open must fail");
+        match &err {
+            StateError::Locked { path, pid } => {
+                assert_eq!(path, &tmp.path().display().to_string());
+                assert_eq!(pid, &std::process::id().to_string());
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("locked") && msg.contains(&std::process::id().to_string()),
+            "{msg}"
+        );
+        drop(first);
+        StateStore::open(tmp.path()).expect("lock is released when the store is dropped");
+    }
+
+    #[test]
+    fn corrupt_state_names_path_and_serde_detail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        fs::write(tmp.path().join(STATE_FILE), b"{\"networks\": [1,").unwrap();
+        let err = store.load().unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("state.json") && msg.contains("line 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn open_removes_interrupted_tmp_and_keeps_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(tmp.path()).unwrap();
+            store.save(&sample()).unwrap();
+        }
+        fs::write(tmp.path().join(TMP_FILE), b"half a").unwrap();
+        let store = StateStore::open(tmp.path()).unwrap();
+        assert!(!tmp.path().join(TMP_FILE).exists());
+        assert_eq!(store.load().unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn open_on_a_file_is_an_io_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-dir");
+        fs::write(&file, b"").unwrap();
+        let err = StateStore::open(&file).err().unwrap();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
     }
 }
