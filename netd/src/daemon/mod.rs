@@ -1,9 +1,35 @@
 //! The daemon: owns the desired state, the netlink handle and the dataplane, applies every
 //! change as a transaction, and reconciles the kernel with the state at start.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+mod endpoints;
+mod networks;
+mod ports;
+mod reconcile;
+mod service;
+mod txn;
 
-use crate::{dataplane::DataplaneKind, model::PortRange};
+use std::{net::Ipv4Addr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context as _, anyhow};
+use tracing::info;
+
+pub use service::Daemon;
+use service::Inner;
+
+use crate::{
+    api::types::{DaemonInfo, NetworkCreate},
+    dataplane::{
+        Dataplane, DataplaneKind, UplinkView,
+        ebpf::{EbpfConfig, EbpfDataplane},
+    },
+    model::{DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, PortRange},
+    netlink::{Netlink, Netns},
+    state::StateStore,
+};
+
+/// Host ports chosen for specs without one: the Linux default ephemeral range, as Docker
+/// uses.
+const AUTO_HOST_PORTS: PortRange = PortRange { start: 32768, end: 60999 };
 
 /// Everything `netd daemon` is started with.
 #[derive(Debug, Clone)]
@@ -52,15 +78,127 @@ impl DaemonConfig {
     }
 }
 
-/// Run the daemon until SIGINT or SIGTERM. Blocking: enters `cfg.netns` first, then builds
-/// its own tokio runtime.
-pub fn run(_cfg: DaemonConfig) -> anyhow::Result<()> {
-    anyhow::bail!("the daemon is not wired yet")
+/// Run the daemon until SIGINT or SIGTERM. Blocking: enters `cfg.netns` first, so that
+/// every thread of the runtime built afterwards lives in it.
+pub fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
+    if let Some(ns) = &cfg.netns {
+        Netns::enter(ns).with_context(|| format!("entering network namespace {}", ns.display()))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
+    let store = StateStore::open(&cfg.state_dir)?;
+    let netlink = Netlink::new()?;
+    let uplink = find_uplink(&netlink, &cfg).await?;
+    crate::netlink::enable_ip_forward()?;
+    let dataplane = open_dataplane(&cfg)?;
+    let saved = store.load()?;
+    let first_start = saved.is_none();
+    let mut inner = Inner {
+        state: saved.unwrap_or_default(),
+        store,
+        netlink,
+        dataplane,
+        uplink: uplink.clone(),
+        auto_ports: AUTO_HOST_PORTS,
+    };
+    inner.reconcile().await.context("reconciling the host with the saved state")?;
+    if first_start && cfg.default_network && inner.state.network(DEFAULT_NETWORK).is_none() {
+        inner
+            .network_create(NetworkCreate {
+                name: DEFAULT_NETWORK.into(),
+                subnet: Some(DEFAULT_SUBNET.into()),
+                bridge: Some(DEFAULT_BRIDGE.into()),
+                ..Default::default()
+            })
+            .await
+            .context("creating the default network")?;
+    }
+    let info = DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        dataplane: cfg.dataplane,
+        uplink: uplink.ifname.clone(),
+        uplink_addrs: uplink.addrs.clone(),
+        state_dir: cfg.state_dir.display().to_string(),
+        bpffs: cfg.bpffs.display().to_string(),
+    };
+    info!(uplink = %uplink.ifname, socket = %cfg.socket.display(), dataplane = ?cfg.dataplane, "netd daemon ready");
+    let daemon = Arc::new(Daemon::new(inner, info));
+    crate::api::server::serve(daemon, &cfg.socket, shutdown_signal()).await?;
+    // Bridges, veths, pinned maps and links stay: traffic keeps flowing while the daemon
+    // is down, and the next start picks everything up again.
+    info!("netd daemon stopped; the dataplane stays in place");
+    Ok(())
+}
+
+fn open_dataplane(cfg: &DaemonConfig) -> anyhow::Result<Box<dyn Dataplane>> {
+    match cfg.dataplane {
+        DataplaneKind::Ebpf => Ok(Box::new(EbpfDataplane::open(&EbpfConfig {
+            bpffs: cfg.bpffs.clone(),
+            conntrack_max: cfg.conntrack_max,
+            nat_max: cfg.nat_max,
+            snat_ports: cfg.snat_ports,
+        })?)),
+        DataplaneKind::Iptables => Err(anyhow!("the iptables dataplane is not available yet")),
+    }
+}
+
+/// The uplink named in the config, or the interface of the default route.
+async fn find_uplink(netlink: &Netlink, cfg: &DaemonConfig) -> anyhow::Result<UplinkView> {
+    let link = match &cfg.uplink {
+        Some(name) => netlink
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("uplink interface {name} does not exist"))?,
+        None => {
+            let index = netlink
+                .default_route_ifindex()
+                .await?
+                .ok_or_else(|| anyhow!("there is no IPv4 default route to take the uplink from; pass --uplink IFACE"))?;
+            netlink
+                .link_by_index(index)
+                .await?
+                .ok_or_else(|| anyhow!("the default route's interface {index} vanished"))?
+        }
+    };
+    let addrs = netlink.ipv4_addrs(link.index).await?.into_iter().map(|a| a.addr()).collect();
+    Ok(UplinkView {
+        ifindex: link.index,
+        ifname: link.name,
+        mac: link.mac.unwrap_or_default(),
+        addrs,
+        snat_ip: cfg.snat_ip,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // Without signal handlers the daemon still stops on SIGKILL; keep serving.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
 }
 
 /// `netd daemon --cleanup`: detach every program and remove every pin under `cfg.bpffs`,
 /// so that nothing of netd's dataplane is left in the kernel. Networks and endpoints are
 /// left alone.
-pub fn cleanup(_cfg: DaemonConfig) -> anyhow::Result<()> {
-    anyhow::bail!("cleanup is not wired yet")
+pub fn cleanup(cfg: DaemonConfig) -> anyhow::Result<()> {
+    if let Some(ns) = &cfg.netns {
+        Netns::enter(ns).with_context(|| format!("entering network namespace {}", ns.display()))?;
+    }
+    match cfg.dataplane {
+        DataplaneKind::Ebpf => EbpfDataplane::cleanup(&cfg.bpffs)?,
+        DataplaneKind::Iptables => return Err(anyhow!("the iptables dataplane is not available yet")),
+    }
+    Ok(())
 }

@@ -149,7 +149,7 @@ pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
 /// The kernel half of netd. One implementation programs eBPF maps, another iptables
 /// rules; both are driven from the same desired state.
-pub trait Dataplane: Send {
+pub trait Dataplane: Send + Sync {
     fn kind(&self) -> DataplaneKind;
     /// Attach to the uplink (called once at start, before anything else).
     fn set_uplink(&mut self, uplink: &UplinkView) -> Result<()>;

@@ -1,0 +1,125 @@
+//! `network create` and `network rm`.
+
+use ipnet::Ipv4Net;
+use tracing::info;
+
+use super::{
+    service::{Inner, network_view},
+    txn::{Undo, UndoLog},
+};
+use crate::{
+    api::types::{NetworkCreate, NetworkInfo},
+    error::{Error, Result},
+    model::Network,
+    state::{ipam, names},
+};
+
+/// Linux caps interface names at 15 bytes.
+const IFNAMSIZ_MAX: usize = 15;
+
+impl Inner {
+    pub(crate) async fn network_create(&mut self, req: NetworkCreate) -> Result<NetworkInfo> {
+        let net = self.plan_network(&req).await?;
+        let mut undo = UndoLog::default();
+        let result = self.apply_network(&net, &mut undo).await;
+        let ((), undo) = self.rollback_on_err(result, undo).await?;
+        let mut next = self.state.clone();
+        next.next_network_id = net.id + 1;
+        next.networks.push(net.clone());
+        self.commit(next, undo).await?;
+        info!(network = %net.name, subnet = %net.subnet, bridge = %net.bridge, "network created");
+        Ok(self.network_info(&net))
+    }
+
+    /// Validate a create request against the current state; touches nothing.
+    async fn plan_network(&self, req: &NetworkCreate) -> Result<Network> {
+        names::validate_name("network", &req.name)?;
+        if self.state.network(&req.name).is_some() {
+            return Err(Error::Conflict(format!("network {} already exists", req.name)));
+        }
+        let existing = &self.state.networks;
+        let subnet = match &req.subnet {
+            Some(s) => s.clone(),
+            None => ipam::choose_subnet(existing)?.to_string(),
+        };
+        let (subnet, gateway, ip_range) =
+            ipam::validate_network(&subnet, req.gateway.as_deref(), req.ip_range.as_deref(), existing)?;
+        let bridge = match &req.bridge {
+            Some(b) => b.clone(),
+            None => default_bridge_name(&req.name),
+        };
+        names::validate_ifname("bridge", &bridge)?;
+        if let Some(other) = existing.iter().find(|n| n.bridge == bridge) {
+            return Err(Error::Conflict(format!("bridge {bridge} is already used by network {}", other.name)));
+        }
+        if self.netlink.link_by_name(&bridge).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "an interface named {bridge} already exists on the host; choose another --bridge"
+            )));
+        }
+        let mtu = req.mtu.unwrap_or(1500);
+        if !(68..=65535).contains(&mtu) {
+            return Err(Error::Invalid(format!("MTU {mtu} is out of range: it must be between 68 and 65535")));
+        }
+        let id = existing.iter().map(|n| n.id + 1).max().unwrap_or(1).max(self.state.next_network_id).max(1);
+        Ok(Network {
+            name: req.name.clone(),
+            id,
+            subnet,
+            gateway,
+            ip_range,
+            internal: req.internal,
+            icc: req.icc.unwrap_or(true),
+            // An internal network never leaves its subnet, so there is nothing to masquerade.
+            masquerade: !req.internal && req.masquerade.unwrap_or(true),
+            mtu,
+            bridge,
+        })
+    }
+
+    /// Create the bridge and tell the dataplane, recording how to undo each step.
+    pub(crate) async fn apply_network(&mut self, net: &Network, undo: &mut UndoLog) -> Result<()> {
+        let gateway = Ipv4Net::new(net.gateway, net.subnet.prefix_len())
+            .map_err(|e| Error::Internal(format!("gateway of network {}: {e}", net.name)))?;
+        let index = self.netlink.ensure_bridge(&net.bridge, gateway, net.mtu).await?;
+        undo.push(Undo::DeleteLink(net.bridge.clone()));
+        self.dataplane.add_network(&network_view(net, index))?;
+        undo.push(Undo::DataplaneNetwork { network: net.clone(), bridge_ifindex: index });
+        Ok(())
+    }
+
+    pub(crate) async fn network_remove(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?.clone();
+        let users: Vec<&str> = self.state.endpoints_on(name).map(|e| e.name.as_str()).collect();
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "network {name} has active endpoints ({}); remove or disconnect them first",
+                users.join(", ")
+            )));
+        }
+        let index = self.netlink.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or(0);
+        self.dataplane.remove_network(&network_view(&net, index))?;
+        if let Err(e) = self.netlink.delete_link(&net.bridge).await {
+            // Put the network back into the dataplane: the bridge is still there.
+            if let Err(undo_err) = self.dataplane.add_network(&network_view(&net, index)) {
+                tracing::warn!(network = %name, error = %undo_err, "rollback step failed");
+            }
+            return Err(e.into());
+        }
+        let mut next = self.state.clone();
+        next.networks.retain(|n| n.name != name);
+        next.ipam_cursor.remove(name);
+        // The bridge is gone; if the write fails, the next start recreates it from the
+        // old state, which is the state the user still sees.
+        self.commit(next, UndoLog::default()).await?;
+        info!(network = %name, "network removed");
+        Ok(())
+    }
+}
+
+/// `nd-<name>`, cut to what an interface name can hold.
+pub(crate) fn default_bridge_name(network: &str) -> String {
+    let mut name = format!("nd-{network}");
+    name.truncate(IFNAMSIZ_MAX);
+    name
+}

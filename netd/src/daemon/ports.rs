@@ -1,0 +1,133 @@
+//! `port publish|unpublish`.
+
+use std::net::Ipv4Addr;
+
+use tracing::info;
+
+use super::{
+    service::{Inner, publication_view},
+    txn::{Undo, UndoLog},
+};
+use crate::{
+    api::types::{PortPublish, PortUnpublish, PublicationInfo},
+    error::{Error, Result},
+    model::{PortRange, Publication},
+    state::portspec::{self, PortSpec},
+};
+
+impl Inner {
+    pub(crate) async fn port_publish(&mut self, req: PortPublish) -> Result<Vec<PublicationInfo>> {
+        let publication = self.plan_publication(&req)?;
+        let mut undo = UndoLog::default();
+        let view = publication_view(&publication, &self.state)?;
+        self.dataplane.publish(&view)?;
+        undo.push(Undo::DataplaneUnpublish {
+            publication: publication.clone(),
+            network: view.network.clone(),
+            container_ip: view.container_ip,
+        });
+        let mut next = self.state.clone();
+        next.publications.push(publication.clone());
+        self.commit(next, undo).await?;
+        info!(publication = %publication, "port published");
+        Ok(vec![self.publication_info(&publication)?])
+    }
+
+    /// Validate a publish request against the state; touches nothing.
+    fn plan_publication(&self, req: &PortPublish) -> Result<Publication> {
+        let endpoint = self.state.endpoint(&req.endpoint).ok_or_else(|| Error::not_found("endpoint", &req.endpoint))?;
+        let spec: PortSpec = req.spec.parse()?;
+        let network = match &req.network {
+            Some(n) => n.clone(),
+            None => endpoint
+                .attachments
+                .first()
+                .map(|a| a.network.clone())
+                .ok_or_else(|| Error::Conflict(format!("endpoint {} is not connected to any network", endpoint.name)))?,
+        };
+        let net = self.network(&network)?;
+        if endpoint.attachment(&network).is_none() {
+            return Err(Error::Conflict(format!("endpoint {} is not connected to network {network}", endpoint.name)));
+        }
+        if net.internal {
+            return Err(Error::Conflict(format!(
+                "network {network} is internal: its endpoints cannot publish ports"
+            )));
+        }
+        if let Some(ip) = spec.host_ip {
+            self.check_host_ip(ip)?;
+        }
+        let host_ports = portspec::resolve_host_ports(&spec, &self.state.publications, self.auto_ports)?;
+        // A host range onto one container port means "one free port of the range".
+        let container_ports = if spec.container_ports.len() == host_ports.len() {
+            spec.container_ports
+        } else {
+            PortRange::single(spec.container_ports.start)
+        };
+        Ok(Publication {
+            endpoint: endpoint.name.clone(),
+            network,
+            proto: spec.proto,
+            host_ip: spec.host_ip.filter(|ip| !ip.is_unspecified()),
+            host_ports,
+            container_ports,
+        })
+    }
+
+    /// A publication's host address must be one this host answers on.
+    fn check_host_ip(&self, ip: Ipv4Addr) -> Result<()> {
+        let ours = ip.is_unspecified()
+            || ip.is_loopback()
+            || self.uplink.addrs.contains(&ip)
+            || self.uplink.snat_ip == Some(ip);
+        if ours {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "host IP {ip} is not an address of this host (uplink {} has {:?}); use 0.0.0.0, 127.0.0.1 or an uplink address",
+                self.uplink.ifname, self.uplink.addrs
+            )))
+        }
+    }
+
+    pub(crate) async fn port_unpublish(&mut self, req: PortUnpublish) -> Result<Vec<PublicationInfo>> {
+        if self.state.endpoint(&req.endpoint).is_none() {
+            return Err(Error::not_found("endpoint", &req.endpoint));
+        }
+        let spec = req
+            .spec
+            .as_deref()
+            .map(|s| s.parse::<PortSpec>().map_err(Error::from))
+            .transpose()?;
+        let matches = |p: &Publication| {
+            p.endpoint == req.endpoint
+                && spec.as_ref().is_none_or(|s| {
+                    s.proto == p.proto
+                        && s.container_ports == p.container_ports
+                        && s.host_ports.is_none_or(|h| h == p.host_ports)
+                        && s.host_ip.is_none_or(|ip| Some(ip) == p.host_ip || (ip.is_unspecified() && p.host_ip.is_none()))
+                })
+        };
+        let gone: Vec<Publication> = self.state.publications.iter().filter(|p| matches(p)).cloned().collect();
+        if gone.is_empty() {
+            let what = req.spec.as_deref().unwrap_or("any port");
+            return Err(Error::NotFound { kind: "publication", name: format!("{what} of endpoint {}", req.endpoint) });
+        }
+        let infos = gone.iter().map(|p| self.publication_info(p)).collect::<Result<Vec<_>>>()?;
+        let mut undo = UndoLog::default();
+        for p in &gone {
+            let view = publication_view(p, &self.state)?;
+            let (network, container_ip) = (view.network.clone(), view.container_ip);
+            if let Err(e) = self.dataplane.unpublish(&view) {
+                undo.rollback(&self.netlink, self.dataplane.as_mut()).await;
+                return Err(e.into());
+            }
+            undo.push(Undo::DataplanePublish { publication: p.clone(), network, container_ip });
+        }
+        let mut next = self.state.clone();
+        next.publications.retain(|p| !matches(p));
+        self.commit(next, undo).await?;
+        info!(endpoint = %req.endpoint, count = gone.len(), "ports unpublished");
+        Ok(infos)
+    }
+}
