@@ -2,9 +2,11 @@
 //! port specs and name validation.
 
 pub mod ipam;
+pub mod names;
 pub mod portspec;
 mod store;
 
+pub use names::{NameError, validate_ifname, validate_name};
 pub use store::StateStore;
 
 /// A failure to read or write the state directory.
