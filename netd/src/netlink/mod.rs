@@ -3,16 +3,27 @@
 //!
 //! A [`Netlink`] is bound to the network namespace its socket was opened in; use
 //! [`Netns::netlink`] to configure the inside of a container namespace.
+//!
+//! Layout: [`link`] (links, bridges), [`addr`] (addresses), [`route`] (routes),
+//! [`endpoint`] (veth attachment with rollback), [`netns`] (namespaces and the
+//! per-namespace sysctl).
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::BorrowedFd,
-    path::{Path, PathBuf},
-};
+mod addr;
+mod endpoint;
+mod link;
+mod netns;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use nix::errno::Errno;
 
 use crate::model::MacAddr;
+
+pub use netns::{Netns, enable_ip_forward};
 
 /// A netlink failure, naming the object and the operation.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +35,54 @@ pub struct NetlinkError {
 }
 
 pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+impl NetlinkError {
+    /// An error with a free-form detail.
+    pub(crate) fn new(
+        op: &'static str,
+        object: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        NetlinkError {
+            op,
+            object: object.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// An error from an errno returned by the kernel.
+    pub(crate) fn errno(op: &'static str, object: impl Into<String>, errno: Errno) -> Self {
+        Self::new(op, object, describe_errno(errno))
+    }
+
+    /// An error from an rtnetlink request.
+    pub(crate) fn rtnl(op: &'static str, object: impl Into<String>, err: rtnetlink::Error) -> Self {
+        let detail = match errno_of(&err) {
+            Some(errno) => describe_errno(errno),
+            None => err.to_string(),
+        };
+        Self::new(op, object, detail)
+    }
+}
+
+/// The errno of a kernel NACK, if `err` is one.
+pub(crate) fn errno_of(err: &rtnetlink::Error) -> Option<Errno> {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => {
+            msg.code.map(|code| Errno::from_raw(code.get().abs()))
+        }
+        _ => None,
+    }
+}
+
+/// strerror, with the two errnos users hit most spelled out in netd's terms.
+fn describe_errno(errno: Errno) -> String {
+    match errno {
+        Errno::EEXIST => "File exists (an object with this name or address already exists)".into(),
+        Errno::ENODEV => "No such device (the interface does not exist)".into(),
+        other => other.desc().to_string(),
+    }
+}
 
 /// What netd needs to know about a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,95 +117,57 @@ pub struct AttachRequest<'a> {
 }
 
 /// A handle on rtnetlink in one network namespace.
-#[derive(Debug)]
+///
+/// The connection task runs on the tokio runtime that was current when the handle was
+/// made, and ends when the last clone of the handle is dropped.
+#[derive(Debug, Clone)]
 pub struct Netlink {
-    _private: (),
+    handle: rtnetlink::Handle,
 }
 
 impl Netlink {
     /// A connection in the calling thread's network namespace. Needs a tokio runtime.
     pub fn new() -> Result<Self> {
-        todo!("netlink helper")
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            NetlinkError::new("open", "rtnetlink socket", "no tokio runtime is running")
+        })?;
+        Self::connect(&runtime)
     }
-    pub async fn link_by_name(&self, _name: &str) -> Result<Option<LinkInfo>> {
-        todo!()
-    }
-    pub async fn link_by_index(&self, _index: u32) -> Result<Option<LinkInfo>> {
-        todo!()
-    }
-    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
-        todo!()
-    }
-    pub async fn ipv4_addrs(&self, _index: u32) -> Result<Vec<Ipv4Net>> {
-        todo!()
-    }
-    /// The interface of the IPv4 default route, if there is one.
-    pub async fn default_route_ifindex(&self) -> Result<Option<u32>> {
-        todo!()
-    }
-    /// Create the bridge if missing, and make sure it has `gateway` (with the subnet's
-    /// prefix), `mtu`, and is up. Idempotent. Returns its ifindex.
-    pub async fn ensure_bridge(&self, _name: &str, _gateway: Ipv4Net, _mtu: u32) -> Result<u32> {
-        todo!()
-    }
-    /// Delete a link; `Ok(false)` when it did not exist.
-    pub async fn delete_link(&self, _name: &str) -> Result<bool> {
-        todo!()
-    }
-    /// Create the veth pair, enslave the host end, move the other end into the
-    /// namespace and configure it (name, MAC, address, MTU, up, lo up, default route).
-    /// On failure nothing is left behind. Returns the host end's ifindex.
-    pub async fn attach_endpoint(&self, _req: &AttachRequest<'_>) -> Result<u32> {
-        todo!()
+
+    /// Open the socket in the calling thread's namespace and drive it on `runtime`.
+    /// The caller must have entered `runtime` (the socket registers with its reactor).
+    fn connect(runtime: &tokio::runtime::Handle) -> Result<Self> {
+        let (connection, handle, _unsolicited) = rtnetlink::new_connection()
+            .map_err(|e| NetlinkError::new("open", "rtnetlink socket", e.to_string()))?;
+        runtime.spawn(connection);
+        Ok(Netlink { handle })
     }
 }
 
-/// Turn IPv4 forwarding on in the calling thread's network namespace.
-pub fn enable_ip_forward() -> Result<()> {
-    todo!()
-}
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
 
-/// A network namespace held open by a file descriptor.
-#[derive(Debug)]
-pub struct Netns {
-    _path: PathBuf,
-}
-
-impl Netns {
-    /// Directory of named namespaces, as iproute2 uses it.
-    pub const NAMED_DIR: &'static str = "/run/netns";
-
-    /// Create a new namespace bound at /run/netns/NAME so that `ip netns exec NAME` works.
-    /// Fails if the name is taken.
-    pub fn create_named(_name: &str) -> Result<Netns> {
-        todo!()
+/// Reject names the kernel would refuse, with a message that says why.
+pub(crate) fn validate_ifname(op: &'static str, name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(NetlinkError::new(
+            op,
+            name,
+            format!("invalid interface name: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
     }
-    /// Open an existing namespace (a bind mount, or /proc/PID/ns/net).
-    pub fn open(_path: &Path) -> Result<Netns> {
-        todo!()
+    if name.len() > MAX_IFNAME_LEN {
+        return bad(&format!("longer than {MAX_IFNAME_LEN} bytes"));
     }
-    /// Unmount and remove a namespace bound by [`Netns::create_named`]; succeeds if it is
-    /// already gone.
-    pub fn remove_named(_path: &Path) -> Result<()> {
-        todo!()
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return bad("it must not be '.' or '..' nor contain '/', ':' or whitespace");
     }
-    /// Whether `path` holds a live network namespace.
-    pub fn exists(_path: &Path) -> bool {
-        todo!()
-    }
-    /// Move the calling thread into the namespace at `path` (for `netd daemon --netns`,
-    /// before the runtime starts).
-    pub fn enter(_path: &Path) -> Result<()> {
-        todo!()
-    }
-    pub fn path(&self) -> &Path {
-        &self._path
-    }
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        todo!()
-    }
-    /// A netlink connection whose socket lives inside this namespace.
-    pub fn netlink(&self) -> Result<Netlink> {
-        todo!()
-    }
+    Ok(())
 }
