@@ -90,6 +90,14 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The daemon's exit status if it has exited on its own (it is then no longer
+    /// running; [`restart`](Self::restart) starts it again).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Start it again with the same directories (after [`stop`](Self::stop) or
     /// [`kill9`](Self::kill9)); returns once it serves.
     pub fn restart(&mut self) -> anyhow::Result<()> {
