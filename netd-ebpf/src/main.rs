@@ -1,20 +1,71 @@
+//! netd's TC programs: one entry point per attach point. Each entry point counts the
+//! packet and runs its `try_` function; an `Err(reason)` drops the packet and counts the
+//! reason.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::{classifier, map}, maps::PerCpuHashMap, programs::TcContext};
+mod maps;
+mod verdict;
 
-#[map]
-static IFACE_STATS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use netd_common::stats::DropReason;
 
+use verdict::{Dir, PASS, count_iface, drop_with};
+
+/// Host side of a container's veth, TC ingress: what the container sends.
 #[classifier]
-pub fn netd_count(ctx: TcContext) -> i32 {
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if let Some(v) = IFACE_STATS.get_ptr_mut(&ifindex) {
-        unsafe { *v += 1 };
-    } else {
-        let _ = IFACE_STATS.insert(&ifindex, &1, 0);
+pub fn netd_veth_ingress(ctx: TcContext) -> i32 {
+    count_iface(&ctx, Dir::Rx);
+    match try_veth_ingress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => drop_with(reason),
     }
-    TC_ACT_OK
+}
+
+fn try_veth_ingress(_ctx: &TcContext) -> Result<i32, DropReason> {
+    Ok(PASS)
+}
+
+/// Host side of a container's veth, TC egress: what the container receives.
+#[classifier]
+pub fn netd_veth_egress(ctx: TcContext) -> i32 {
+    count_iface(&ctx, Dir::Tx);
+    match try_veth_egress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => drop_with(reason),
+    }
+}
+
+fn try_veth_egress(_ctx: &TcContext) -> Result<i32, DropReason> {
+    Ok(PASS)
+}
+
+/// Uplink, TC ingress: what the wan sends.
+#[classifier]
+pub fn netd_uplink_ingress(ctx: TcContext) -> i32 {
+    count_iface(&ctx, Dir::Rx);
+    match try_uplink_ingress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => drop_with(reason),
+    }
+}
+
+fn try_uplink_ingress(_ctx: &TcContext) -> Result<i32, DropReason> {
+    Ok(PASS)
+}
+
+/// Uplink, TC egress: what leaves for the wan.
+#[classifier]
+pub fn netd_uplink_egress(ctx: TcContext) -> i32 {
+    count_iface(&ctx, Dir::Tx);
+    match try_uplink_egress(&ctx) {
+        Ok(action) => action,
+        Err(reason) => drop_with(reason),
+    }
+}
+
+fn try_uplink_egress(_ctx: &TcContext) -> Result<i32, DropReason> {
+    Ok(PASS)
 }
 
 #[cfg(not(test))]

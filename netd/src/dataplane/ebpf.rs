@@ -1,1 +1,0 @@
-//! The eBPF dataplane (placeholder until the dataplane helper lands it).

@@ -1,0 +1,263 @@
+//! The eBPF dataplane: loads netd-ebpf's programs, attaches them with pinned tcx links to
+//! the uplink and to every endpoint's host-side veth, and programs the maps they read.
+//!
+//! Everything it creates in the kernel is pinned under the bpffs directory, so the
+//! dataplane keeps working while the daemon is down and the next start picks it up.
+
+mod bpffs;
+mod links;
+mod loader;
+mod stats;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{Ebpf, programs::TcAttachType};
+use netd_common::{maps as m, nat::DataplaneConfig, stats::IfaceCounters};
+use tracing::info;
+
+use self::{
+    links::Role,
+    loader::{Maps, PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, PROG_VETH_EGRESS, PROG_VETH_INGRESS},
+};
+use super::{
+    Dataplane, DataplaneError, DataplaneKind, DataplaneStats, EndpointView, Flow, NetworkView,
+    PublicationView, Result, SyncView, UplinkView,
+};
+use crate::model::PortRange;
+
+/// How the eBPF dataplane is set up.
+#[derive(Debug, Clone)]
+pub struct EbpfConfig {
+    /// Directory on bpffs for pinned maps and links (mounted if needed).
+    pub bpffs: PathBuf,
+    /// Capacity of the conntrack table.
+    pub conntrack_max: u32,
+    /// Capacity of the NAT table (two entries per translated flow).
+    pub nat_max: u32,
+    /// Source ports for masquerade when a flow's own port is taken.
+    pub snat_ports: PortRange,
+}
+
+/// The eBPF implementation of [`Dataplane`].
+pub struct EbpfDataplane {
+    cfg: EbpfConfig,
+    ebpf: Ebpf,
+    maps: Maps,
+    uplink: Option<u32>,
+    /// Host-side veth ifindexes with attached programs.
+    veths: BTreeSet<u32>,
+}
+
+impl std::fmt::Debug for EbpfDataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfDataplane")
+            .field("bpffs", &self.cfg.bpffs)
+            .field("uplink", &self.uplink)
+            .field("veths", &self.veths)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(ctx: impl Into<String>, e: aya::maps::MapError) -> DataplaneError {
+    DataplaneError::new(ctx, e)
+}
+
+impl EbpfDataplane {
+    /// Mounts bpffs at `cfg.bpffs` if needed, loads the embedded object reusing pinned
+    /// maps whose layout matches (a changed layout is an error that says what to do), and
+    /// pins every map under `cfg.bpffs`. Nothing is attached yet.
+    pub fn open(cfg: &EbpfConfig) -> Result<Self, DataplaneError> {
+        if cfg.snat_ports.start == 0 || cfg.snat_ports.start > cfg.snat_ports.end {
+            return Err(DataplaneError::new(
+                "configuring masquerade",
+                format!(
+                    "the SNAT port range {} is empty or starts at 0",
+                    cfg.snat_ports
+                ),
+            ));
+        }
+        bpffs::ensure(&cfg.bpffs)?;
+        let (ebpf, maps) = loader::load(cfg)?;
+        let mut dp = EbpfDataplane {
+            cfg: cfg.clone(),
+            ebpf,
+            maps,
+            uplink: None,
+            veths: BTreeSet::new(),
+        };
+        dp.update_config(|c| {
+            c.layout_version = m::LAYOUT_VERSION;
+            c.snat_port_min = cfg.snat_ports.start;
+            c.snat_port_max = cfg.snat_ports.end;
+        })?;
+        dp.veths = links::pinned_ifindexes(&cfg.bpffs, Role::Veth)?
+            .into_iter()
+            .collect();
+        info!(bpffs = %cfg.bpffs.display(), reused_links = dp.veths.len(), "eBPF dataplane loaded");
+        Ok(dp)
+    }
+
+    /// Detaches everything and removes every pin under `bpffs` (`netd daemon --cleanup`).
+    pub fn cleanup(bpffs: &Path) -> Result<(), DataplaneError> {
+        if !bpffs.exists() {
+            info!(bpffs = %bpffs.display(), "nothing to clean up");
+            return Ok(());
+        }
+        let removed = bpffs::remove_all_pins(bpffs)?;
+        info!(bpffs = %bpffs.display(), pins = removed, "removed the pinned dataplane");
+        Ok(())
+    }
+
+    fn update_config(&mut self, f: impl FnOnce(&mut DataplaneConfig)) -> Result<()> {
+        let mut c = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(|e| map_err("reading the dataplane config", e))?;
+        f(&mut c);
+        self.maps
+            .config
+            .set(0, c, 0)
+            .map_err(|e| map_err("writing the dataplane config", e))
+    }
+
+    fn attach_both(&mut self, role: Role, ifindex: u32, ingress: &str, egress: &str) -> Result<()> {
+        // Counters first, so the programs never have to create the entry.
+        if self.maps.iface_stats.get(&ifindex, 0).is_err() {
+            let zero = aya::maps::PerCpuValues::try_from(vec![
+                IfaceCounters::default();
+                aya::util::nr_cpus().map_err(
+                    |(p, e)| DataplaneError::new(format!("reading {p}"), e)
+                )?
+            ])
+            .map_err(|e| DataplaneError::new("allocating counters", e))?;
+            self.maps
+                .iface_stats
+                .insert(ifindex, zero, 0)
+                .map_err(|e| map_err(format!("creating the counters of interface {ifindex}"), e))?;
+        }
+        links::attach(
+            &mut self.ebpf,
+            &self.cfg.bpffs,
+            role,
+            ifindex,
+            TcAttachType::Ingress,
+            ingress,
+        )?;
+        links::attach(
+            &mut self.ebpf,
+            &self.cfg.bpffs,
+            role,
+            ifindex,
+            TcAttachType::Egress,
+            egress,
+        )
+    }
+
+    fn detach_veth(&mut self, ifindex: u32) -> Result<()> {
+        links::detach(&self.cfg.bpffs, Role::Veth, ifindex)?;
+        let _ = self.maps.iface_stats.remove(&ifindex);
+        self.veths.remove(&ifindex);
+        Ok(())
+    }
+}
+
+impl Dataplane for EbpfDataplane {
+    fn kind(&self) -> DataplaneKind {
+        DataplaneKind::Ebpf
+    }
+
+    fn set_uplink(&mut self, uplink: &UplinkView) -> Result<()> {
+        for old in links::pinned_ifindexes(&self.cfg.bpffs, Role::Uplink)? {
+            if old != uplink.ifindex {
+                links::detach(&self.cfg.bpffs, Role::Uplink, old)?;
+                let _ = self.maps.iface_stats.remove(&old);
+            }
+        }
+        self.attach_both(
+            Role::Uplink,
+            uplink.ifindex,
+            PROG_UPLINK_INGRESS,
+            PROG_UPLINK_EGRESS,
+        )?;
+        let snat = uplink
+            .snat_ip
+            .or_else(|| uplink.addrs.first().copied())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        self.update_config(|c| {
+            c.uplink_ifindex = uplink.ifindex;
+            c.snat_ip_be = u32::from_ne_bytes(snat.octets());
+        })?;
+        self.uplink = Some(uplink.ifindex);
+        info!(uplink = %uplink.ifname, ifindex = uplink.ifindex, snat_ip = %snat, "uplink attached");
+        Ok(())
+    }
+
+    fn add_network(&mut self, _net: &NetworkView<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_network(&mut self, _net: &NetworkView<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn add_endpoint(&mut self, ep: &EndpointView<'_>) -> Result<()> {
+        self.attach_both(
+            Role::Veth,
+            ep.host_ifindex,
+            PROG_VETH_INGRESS,
+            PROG_VETH_EGRESS,
+        )?;
+        self.veths.insert(ep.host_ifindex);
+        Ok(())
+    }
+
+    fn remove_endpoint(&mut self, ep: &EndpointView<'_>) -> Result<()> {
+        self.detach_veth(ep.host_ifindex)
+    }
+
+    fn publish(&mut self, _p: &PublicationView<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn unpublish(&mut self, _p: &PublicationView<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn sync(&mut self, all: &SyncView<'_>) -> Result<()> {
+        let want: BTreeSet<u32> = all.endpoints.iter().map(|e| e.host_ifindex).collect();
+        let stale: Vec<u32> = self.veths.difference(&want).copied().collect();
+        for ifindex in stale {
+            self.detach_veth(ifindex)?;
+        }
+        for ep in &all.endpoints {
+            self.add_endpoint(ep)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<DataplaneStats> {
+        Ok(DataplaneStats {
+            dataplane: "ebpf".into(),
+            interfaces: stats::interfaces(&self.maps)?,
+            drops: stats::drops(&self.maps)?,
+            ports: Vec::new(),
+            tables: stats::tables(&self.maps, self.cfg.conntrack_max, self.cfg.nat_max),
+        })
+    }
+
+    fn conntrack(&self) -> Result<Vec<Flow>> {
+        Ok(Vec::new())
+    }
+
+    fn flush_conntrack(&mut self, _ips: Option<&[Ipv4Addr]>) -> Result<u64> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,202 @@
+//! Privileged tests of the loader: real programs attached to veths in a network namespace
+//! the test creates on its own thread, with a bpffs directory the test mounts.
+//!
+//! They need root and panic without it: a privileged test never passes by skipping.
+
+mod harness;
+
+use std::net::Ipv4Addr;
+
+use netd_common::stats::DropReason;
+
+use self::harness::{TestBpffs, in_netns, send_frames, settle, veth_pair};
+use super::{EbpfConfig, EbpfDataplane, links, loader};
+use crate::{
+    dataplane::{Dataplane, EndpointView, UplinkView},
+    model::{Attachment, MacAddr, Network, PortRange},
+};
+
+fn config(bpffs: &std::path::Path) -> EbpfConfig {
+    EbpfConfig {
+        bpffs: bpffs.to_path_buf(),
+        conntrack_max: 4096,
+        nat_max: 4096,
+        snat_ports: PortRange {
+            start: 61000,
+            end: 65535,
+        },
+    }
+}
+
+fn network() -> Network {
+    Network {
+        name: "t".into(),
+        id: 1,
+        subnet: "10.99.0.0/24".parse().unwrap(),
+        gateway: Ipv4Addr::new(10, 99, 0, 1),
+        ip_range: None,
+        internal: false,
+        icc: true,
+        masquerade: true,
+        mtu: 1500,
+        bridge: "ntbr".into(),
+    }
+}
+
+fn attachment(host_ifname: &str) -> Attachment {
+    let ip = Ipv4Addr::new(10, 99, 0, 2);
+    Attachment {
+        network: "t".into(),
+        ip,
+        mac: MacAddr::from_ipv4(ip),
+        host_ifname: host_ifname.into(),
+        ifname: "eth0".into(),
+    }
+}
+
+fn counters(dp: &EbpfDataplane, ifindex: u32) -> Option<(u64, u64, u64, u64)> {
+    let stats = dp.stats().expect("stats");
+    stats
+        .interfaces
+        .iter()
+        .find(|c| c.ifindex == ifindex)
+        .map(|c| (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes))
+}
+
+/// Milestone 1: programs attach to an endpoint veth and to the uplink, count packets and
+/// bytes per interface and direction, keep counting through a reopen (pinned maps and
+/// links reused), and stop when detached.
+#[test]
+fn counts_per_interface_and_survives_reopen() {
+    let bpffs = TestBpffs::mounted("counts");
+    let cfg = config(bpffs.path());
+    in_netns(move || {
+        let (host, cont) = veth_pair("ndh", "ndc");
+        let (up, wan) = veth_pair("ndu", "ndw");
+        let net = network();
+        let att = attachment("ndh");
+        let ep = EndpointView {
+            endpoint: "c1",
+            network: &net,
+            attachment: &att,
+            host_ifindex: host.index,
+            bridge_ifindex: 0,
+        };
+        let uplink = UplinkView {
+            ifindex: up.index,
+            ifname: "ndu".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
+            snat_ip: None,
+        };
+
+        let mut dp = EbpfDataplane::open(&cfg).expect("open");
+        dp.set_uplink(&uplink).expect("set_uplink");
+        dp.add_endpoint(&ep).expect("add_endpoint");
+        assert_eq!(
+            counters(&dp, host.index),
+            Some((0, 0, 0, 0)),
+            "fresh counters"
+        );
+
+        // What the container sends arrives at the host veth's TC ingress (rx) ...
+        send_frames(&cont, att.mac.0, 3, 100);
+        // ... and what the host sends to the container leaves through its TC egress (tx).
+        send_frames(&host, [2, 0, 0, 0, 0, 9], 2, 80);
+        send_frames(&wan, [2, 0, 0, 0, 0, 7], 4, 64);
+        settle(|| {
+            counters(&dp, host.index) == Some((3, 300, 2, 160))
+                && counters(&dp, up.index) == Some((4, 256, 0, 0))
+        });
+        assert_eq!(counters(&dp, host.index), Some((3, 300, 2, 160)));
+        assert_eq!(counters(&dp, up.index), Some((4, 256, 0, 0)));
+
+        let stats = dp.stats().unwrap();
+        let names: Vec<_> = stats.drops.iter().map(|d| d.reason.as_str()).collect();
+        let expected: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, expected, "every drop reason is reported by name");
+        let ct = stats
+            .tables
+            .iter()
+            .find(|t| t.name == "conntrack")
+            .expect("conntrack table");
+        assert_eq!(ct.capacity, 4096);
+
+        // A restart: the pinned maps keep the counts, the pinned links are reused.
+        drop(dp);
+        send_frames(&cont, att.mac.0, 1, 100);
+        let mut dp = EbpfDataplane::open(&cfg).expect("reopen");
+        settle(|| counters(&dp, host.index) == Some((4, 400, 2, 160)));
+        assert_eq!(
+            counters(&dp, host.index),
+            Some((4, 400, 2, 160)),
+            "counted while the daemon was down"
+        );
+        dp.set_uplink(&uplink).expect("set_uplink again");
+        dp.add_endpoint(&ep).expect("add_endpoint again");
+        send_frames(&cont, att.mac.0, 1, 100);
+        settle(|| counters(&dp, host.index) == Some((5, 500, 2, 160)));
+        assert_eq!(
+            counters(&dp, host.index),
+            Some((5, 500, 2, 160)),
+            "one program per direction after reattach"
+        );
+
+        dp.remove_endpoint(&ep).expect("remove_endpoint");
+        assert!(
+            !links::pin_path(
+                cfg.bpffs.as_path(),
+                links::Role::Veth,
+                host.index,
+                aya::programs::TcAttachType::Ingress
+            )
+            .exists()
+        );
+        send_frames(&cont, att.mac.0, 2, 100);
+        // Give a wrongly still attached program every chance to count.
+        settle(|| counters(&dp, host.index).is_some());
+        assert_eq!(counters(&dp, host.index), None, "detached: nothing counted");
+        assert_eq!(counters(&dp, up.index), Some((4, 256, 0, 0)));
+    });
+}
+
+/// open() mounts bpffs itself on a plain directory, and refuses pinned maps whose layout
+/// differs, saying what to do.
+#[test]
+fn mounts_bpffs_and_detects_a_changed_layout() {
+    let bpffs = TestBpffs::unmounted("layout");
+    let cfg = config(bpffs.path());
+    in_netns(move || {
+        let dp = EbpfDataplane::open(&cfg).expect("open mounts bpffs");
+        drop(dp);
+        assert!(super::bpffs::is_bpffs(&cfg.bpffs).unwrap(), "bpffs mounted");
+        let mut bigger = cfg.clone();
+        bigger.conntrack_max = 8192;
+        let err = EbpfDataplane::open(&bigger).expect_err("changed capacity must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("NETD_CT") && msg.contains("--cleanup") && msg.contains("4096"),
+            "{msg}"
+        );
+        EbpfDataplane::cleanup(&cfg.bpffs).expect("cleanup");
+        EbpfDataplane::open(&bigger).expect("open after cleanup");
+    });
+}
+
+/// Every map the loader knows is in the object under the name netd-common gives it.
+#[test]
+fn object_has_every_shared_map() {
+    let bpffs = TestBpffs::mounted("names");
+    let cfg = config(bpffs.path());
+    let specs = loader::map_specs(&cfg);
+    in_netns(move || {
+        let _dp = EbpfDataplane::open(&cfg).expect("open");
+        for s in &specs {
+            assert!(
+                super::bpffs::map_pin(&cfg.bpffs, s.name).exists(),
+                "{} pinned",
+                s.name
+            );
+        }
+    });
+}
