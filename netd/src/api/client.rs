@@ -58,7 +58,10 @@ impl ClientError {
 
     /// Whether the daemon could not be reached at all (or went away mid-request).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Unreachable { .. } | ClientError::NoReply { .. })
+        matches!(
+            self,
+            ClientError::Unreachable { .. } | ClientError::NoReply { .. }
+        )
     }
 }
 
@@ -73,7 +76,10 @@ impl Client {
     /// A client of the daemon at `socket`. Requests wait for their reply as long as the
     /// daemon takes, as Docker's client does; see [`Client::with_timeout`].
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into(), timeout: None }
+        Client {
+            socket: socket.into(),
+            timeout: None,
+        }
     }
 
     /// Give up on a request (connect, send and reply) after `timeout`.
@@ -157,7 +163,10 @@ impl Client {
     }
 
     /// `POST /ports`.
-    pub async fn port_publish(&self, req: &PortPublish) -> Result<Vec<PublicationInfo>, ClientError> {
+    pub async fn port_publish(
+        &self,
+        req: &PortPublish,
+    ) -> Result<Vec<PublicationInfo>, ClientError> {
         self.call(Method::POST, "/ports", Some(req)).await
     }
 
@@ -185,7 +194,10 @@ impl Client {
     }
 
     /// `POST /conntrack/flush`.
-    pub async fn conntrack_flush(&self, req: &ConntrackFlush) -> Result<ConntrackFlushed, ClientError> {
+    pub async fn conntrack_flush(
+        &self,
+        req: &ConntrackFlush,
+    ) -> Result<ConntrackFlushed, ClientError> {
         self.call(Method::POST, "/conntrack/flush", Some(req)).await
     }
 
@@ -196,13 +208,16 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let exchange = self.exchange(method, path, body);
-        let (status, bytes) = match self.timeout {
-            Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| ClientError::NoReply {
-                socket: self.socket.clone(),
-                detail: format!("no reply within {t:?}"),
-            })??,
-            None => exchange.await?,
-        };
+        let (status, bytes) =
+            match self.timeout {
+                Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| {
+                    ClientError::NoReply {
+                        socket: self.socket.clone(),
+                        detail: format!("no reply within {t:?}"),
+                    }
+                })??,
+                None => exchange.await?,
+            };
         decode(status, &bytes)
     }
 
@@ -225,7 +240,9 @@ impl Client {
             socket: self.socket.clone(),
             detail: e.to_string(),
         };
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(no_reply)?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(no_reply)?;
         // The connection future drives the I/O; it ends when the reply is read.
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -244,12 +261,20 @@ impl Client {
             })?;
         let resp = sender.send_request(req).await.map_err(no_reply)?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(no_reply)?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(no_reply)?
+            .to_bytes();
         Ok((status, bytes))
     }
 
     async fn connect(&self) -> Result<UnixStream, ClientError> {
-        let unreachable = |source| ClientError::Unreachable { socket: self.socket.clone(), source };
+        let unreachable = |source| ClientError::Unreachable {
+            socket: self.socket.clone(),
+            source,
+        };
         match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(unreachable(e)),
@@ -320,8 +345,11 @@ mod tests {
     fn decodes_errors_and_empty_replies() {
         let unit: () = decode(StatusCode::NO_CONTENT, b"").unwrap();
         assert_eq!(unit, ());
-        let err = decode::<()>(StatusCode::CONFLICT, br#"{"kind":"conflict","message":"taken"}"#)
-            .unwrap_err();
+        let err = decode::<()>(
+            StatusCode::CONFLICT,
+            br#"{"kind":"conflict","message":"taken"}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.api_kind(), Some(ErrorKind::Conflict));
         assert_eq!(err.to_string(), "taken");
         let err = decode::<()>(StatusCode::BAD_GATEWAY, b"<html>").unwrap_err();

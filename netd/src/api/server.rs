@@ -64,7 +64,11 @@ pub enum ServeError {
 
 impl ServeError {
     fn io(context: &'static str, path: &Path, source: io::Error) -> Self {
-        ServeError::Io { context, path: path.to_path_buf(), source }
+        ServeError::Io {
+            context,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -103,7 +107,10 @@ pub async fn serve<A: Api>(
     let _ = stop_tx.send(true);
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        warn!(pending = conns.len(), "API requests still running at shutdown; aborting them");
+        warn!(
+            pending = conns.len(),
+            "API requests still running at shutdown; aborting them"
+        );
         conns.abort_all();
     }
     info!(socket = %socket.display(), "API stopped");
@@ -137,8 +144,8 @@ async fn bind(socket: &Path) -> Result<UnixListener, ServeError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(ServeError::io("inspecting", socket, e)),
     }
-    let listener =
-        UnixListener::bind(socket).map_err(|e| ServeError::io("binding the API socket", socket, e))?;
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| ServeError::io("binding the API socket", socket, e))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| ServeError::io("setting the mode of", socket, e))?;
     Ok(listener)
@@ -161,24 +168,36 @@ struct SocketFile {
 
 impl SocketFile {
     fn new(path: &Path) -> Self {
-        let ino = std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
-        SocketFile { path: path.to_path_buf(), ino }
+        let ino = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        SocketFile {
+            path: path.to_path_buf(),
+            ino,
+        }
     }
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let current = std::fs::symlink_metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
-        if current.is_some() && current == self.ino {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                warn!(socket = %self.path.display(), error = %e, "removing the API socket failed");
-            }
+        let current = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if current.is_some()
+            && current == self.ino
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            warn!(socket = %self.path.display(), error = %e, "removing the API socket failed");
         }
     }
 }
 
 /// Serve one connection until the client closes it or shutdown is asked for.
-async fn serve_connection<A: Api>(api: Arc<A>, stream: UnixStream, mut stop: watch::Receiver<bool>) {
+async fn serve_connection<A: Api>(
+    api: Arc<A>,
+    stream: UnixStream,
+    mut stop: watch::Receiver<bool>,
+) {
     let service = service_fn(move |req| {
         let api = api.clone();
         async move { Ok::<_, Infallible>(handle(&*api, req).await) }
@@ -303,11 +322,13 @@ async fn handle<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>
     }
     let body = match read_body(req.into_body()).await {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(refusal) => return refusal.reply(),
     };
     let reply = dispatch(api, route, &method, body).await;
     match reply.status() {
-        s if s.is_server_error() => error!(%method, %path, status = s.as_u16(), "API request failed"),
+        s if s.is_server_error() => {
+            error!(%method, %path, status = s.as_u16(), "API request failed")
+        }
         s if !s.is_success() => debug!(%method, %path, status = s.as_u16(), "API request refused"),
         s => debug!(%method, %path, status = s.as_u16(), "API request"),
     }
@@ -316,69 +337,106 @@ async fn handle<A: Api>(api: &A, req: Request<Incoming>) -> Response<Full<Bytes>
 
 /// Call the [`Api`] method of `route`; the method was checked against
 /// [`Route::allowed`] already.
-async fn dispatch<A: Api>(api: &A, route: Route, method: &Method, body: Bytes) -> Response<Full<Bytes>> {
+async fn dispatch<A: Api>(
+    api: &A,
+    route: Route,
+    method: &Method,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let post = *method == Method::POST;
     let delete = *method == Method::DELETE;
     match route {
         Route::Info => reply(StatusCode::OK, api.info().await),
-        Route::Networks if post => match parse(&body) {
-            Ok(req) => reply(StatusCode::CREATED, api.network_create(req).await),
-            Err(r) => r,
-        },
+        Route::Networks if post => {
+            with_body(&body, StatusCode::CREATED, |req| api.network_create(req)).await
+        }
         Route::Networks => reply(StatusCode::OK, api.network_list().await),
         Route::Network(name) if delete => no_content(api.network_remove(name).await),
         Route::Network(name) => reply(StatusCode::OK, api.network_inspect(name).await),
-        Route::Endpoints if post => match parse(&body) {
-            Ok(req) => reply(StatusCode::CREATED, api.endpoint_create(req).await),
-            Err(r) => r,
-        },
+        Route::Endpoints if post => {
+            with_body(&body, StatusCode::CREATED, |req| api.endpoint_create(req)).await
+        }
         Route::Endpoints => reply(StatusCode::OK, api.endpoint_list().await),
         Route::Endpoint(name) if delete => no_content(api.endpoint_remove(name).await),
         Route::Endpoint(name) => reply(StatusCode::OK, api.endpoint_inspect(name).await),
-        Route::EndpointConnect(name) => match parse(&body) {
-            Ok(req) => reply(StatusCode::OK, api.endpoint_connect(name, req).await),
-            Err(r) => r,
-        },
-        Route::EndpointDisconnect(name) => match parse(&body) {
-            Ok(req) => reply(StatusCode::OK, api.endpoint_disconnect(name, req).await),
-            Err(r) => r,
-        },
-        Route::Ports if post => match parse(&body) {
-            Ok(req) => reply(StatusCode::CREATED, api.port_publish(req).await),
-            Err(r) => r,
-        },
+        Route::EndpointConnect(name) => {
+            with_body(&body, StatusCode::OK, |req| api.endpoint_connect(name, req)).await
+        }
+        Route::EndpointDisconnect(name) => {
+            with_body(&body, StatusCode::OK, |req| {
+                api.endpoint_disconnect(name, req)
+            })
+            .await
+        }
+        Route::Ports if post => {
+            with_body(&body, StatusCode::CREATED, |req| api.port_publish(req)).await
+        }
         Route::Ports => reply(StatusCode::OK, api.port_list().await),
-        Route::PortsUnpublish => match parse(&body) {
-            Ok(req) => reply(StatusCode::OK, api.port_unpublish(req).await),
-            Err(r) => r,
-        },
+        Route::PortsUnpublish => {
+            with_body(&body, StatusCode::OK, |req| api.port_unpublish(req)).await
+        }
         Route::Stats => reply(StatusCode::OK, api.stats().await),
         Route::Conntrack => reply(StatusCode::OK, api.conntrack_list().await),
-        Route::ConntrackFlush => match parse(&body) {
-            Ok(req) => reply(StatusCode::OK, api.conntrack_flush(req).await),
-            Err(r) => r,
-        },
+        Route::ConntrackFlush => {
+            with_body(&body, StatusCode::OK, |req| api.conntrack_flush(req)).await
+        }
     }
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+/// A request refused before it reaches the [`Api`].
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Refusal {
+    fn invalid(message: String) -> Self {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            kind: ErrorKind::Invalid,
+            message,
+        }
+    }
+
+    fn reply(self) -> Response<Full<Bytes>> {
+        error_reply(self.status, self.kind, self.message)
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => Err(error_reply(
-            StatusCode::BAD_REQUEST,
-            ErrorKind::Invalid,
-            format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
-        )),
+        Err(e) => Err(Refusal::invalid(format!(
+            "cannot read the request body (at most {MAX_BODY} bytes): {e}"
+        ))),
     }
 }
 
 /// Decode a JSON request body; an empty body counts as `{}` so that requests whose
 /// fields are all optional can be sent without one.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response<Full<Bytes>>> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| {
-        error_reply(StatusCode::BAD_REQUEST, ErrorKind::Invalid, format!("malformed JSON body: {e}"))
-    })
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| Refusal::invalid(format!("malformed JSON body: {e}")))
+}
+
+/// Decode the body, then call the [`Api`] with it.
+async fn with_body<T, R, F, Fut>(body: &Bytes, status: StatusCode, call: F) -> Response<Full<Bytes>>
+where
+    T: DeserializeOwned,
+    R: Serialize,
+    F: FnOnce(T) -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
+    match parse(body) {
+        Ok(req) => reply(status, call(req).await),
+        Err(refusal) => refusal.reply(),
+    }
 }
 
 fn reply<T: Serialize>(status: StatusCode, result: Result<T, Error>) -> Response<Full<Bytes>> {
@@ -436,14 +494,21 @@ fn json_reply<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Byte
     let (status, body) = match serde_json::to_vec(value) {
         Ok(body) => (status, body),
         Err(e) => {
-            let err = ApiError { kind: ErrorKind::Internal, message: format!("encoding the reply: {e}") };
+            let err = ApiError {
+                kind: ErrorKind::Internal,
+                message: format!("encoding the reply: {e}"),
+            };
             // An ApiError of two strings always encodes.
-            (StatusCode::INTERNAL_SERVER_ERROR, serde_json::to_vec(&err).unwrap_or_default())
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::to_vec(&err).unwrap_or_default(),
+            )
         }
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 

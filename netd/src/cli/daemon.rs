@@ -79,7 +79,11 @@ impl DaemonArgs {
     /// Run the daemon, or clean up with `--cleanup`; blocks until it is done.
     pub fn run(&self, socket: PathBuf) -> Result<(), CliError> {
         let cfg = self.config(socket);
-        let result = if self.cleanup { daemon::cleanup(cfg) } else { daemon::run(cfg) };
+        let result = if self.cleanup {
+            daemon::cleanup(cfg)
+        } else {
+            daemon::run(cfg)
+        };
         result.map_err(CliError::Daemon)
     }
 }

@@ -2,7 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{CliError, EXIT_API, EXIT_OK, Output, emit, emit_json, port::mapping, table::Table, tolerate};
+use super::{
+    CliError, EXIT_API, EXIT_OK, Output, emit, emit_json, port::mapping, table::Table, tolerate,
+};
 use crate::api::{
     client::Client,
     types::{EndpointConnect, EndpointCreate, EndpointDisconnect, EndpointInfo},
@@ -61,8 +63,21 @@ pub enum EndpointCommand {
 impl EndpointCommand {
     pub(super) async fn run(self, client: &Client) -> Result<u8, CliError> {
         match self {
-            EndpointCommand::Create { name, network, ip, mac, netns, output } => {
-                let req = EndpointCreate { name, network, ip, mac, netns };
+            EndpointCommand::Create {
+                name,
+                network,
+                ip,
+                mac,
+                netns,
+                output,
+            } => {
+                let req = EndpointCreate {
+                    name,
+                    network,
+                    ip,
+                    mac,
+                    netns,
+                };
                 let info = client.endpoint_create(&req).await?;
                 if output.json {
                     emit_json(&info)?;
@@ -70,15 +85,28 @@ impl EndpointCommand {
                     emit(&format!("{}\n", info.endpoint.name))?;
                 }
             }
-            EndpointCommand::Connect { name, network, ip, mac } => {
-                client.endpoint_connect(&name, &EndpointConnect { network, ip, mac }).await?;
+            EndpointCommand::Connect {
+                name,
+                network,
+                ip,
+                mac,
+            } => {
+                client
+                    .endpoint_connect(&name, &EndpointConnect { network, ip, mac })
+                    .await?;
             }
             EndpointCommand::Disconnect { name, network } => {
-                client.endpoint_disconnect(&name, &EndpointDisconnect { network }).await?;
+                client
+                    .endpoint_disconnect(&name, &EndpointDisconnect { network })
+                    .await?;
             }
             EndpointCommand::Ls(out) => {
                 let list = client.endpoint_list().await?;
-                if out.json { emit_json(&list)? } else { emit(&render_list(&list))? }
+                if out.json {
+                    emit_json(&list)?
+                } else {
+                    emit(&render_list(&list))?
+                }
             }
             EndpointCommand::Inspect { names } => {
                 let mut found = Vec::new();
@@ -86,7 +114,11 @@ impl EndpointCommand {
                     found.extend(tolerate(client.endpoint_inspect(name).await)?);
                 }
                 emit_json(&found)?;
-                return Ok(if found.len() == names.len() { EXIT_OK } else { EXIT_API });
+                return Ok(if found.len() == names.len() {
+                    EXIT_OK
+                } else {
+                    EXIT_API
+                });
             }
             EndpointCommand::Rm { names } => {
                 let mut failed = false;

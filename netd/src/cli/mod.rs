@@ -153,7 +153,10 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|source| CliError::Io { context: "starting the tokio runtime".into(), source })?;
+                .map_err(|source| CliError::Io {
+                    context: "starting the tokio runtime".into(),
+                    source,
+                })?;
             let client = Client::new(cli.socket);
             runtime.block_on(client_command(&client, command))
         }
@@ -178,15 +181,19 @@ fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Fails only when a subscriber is already set (tests); keep that one.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
 }
 
 /// Write to stdout; a closed pipe (`netd network ls | head -1`) is not an error.
 fn emit(text: &str) -> Result<(), CliError> {
     match io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(CliError::Io { context: "writing to stdout".into(), source: e })
-        }
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::Io {
+            context: "writing to stdout".into(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

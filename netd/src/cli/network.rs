@@ -92,7 +92,11 @@ impl NetworkCommand {
             }
             NetworkCommand::Ls(out) => {
                 let list = client.network_list().await?;
-                if out.json { emit_json(&list)? } else { emit(&render_list(&list))? }
+                if out.json {
+                    emit_json(&list)?
+                } else {
+                    emit(&render_list(&list))?
+                }
                 Ok(EXIT_OK)
             }
             NetworkCommand::Inspect { names } => {
@@ -101,7 +105,11 @@ impl NetworkCommand {
                     found.extend(tolerate(client.network_inspect(name).await)?);
                 }
                 emit_json(&found)?;
-                Ok(if found.len() == names.len() { EXIT_OK } else { EXIT_API })
+                Ok(if found.len() == names.len() {
+                    EXIT_OK
+                } else {
+                    EXIT_API
+                })
             }
             NetworkCommand::Rm { names } => {
                 let mut failed = false;
@@ -119,8 +127,17 @@ impl NetworkCommand {
 
 /// The `netd network ls` table.
 pub fn render_list(list: &[NetworkInfo]) -> String {
-    let mut t = Table::new(&["NAME", "ID", "SUBNET", "GATEWAY", "BRIDGE", "MTU", "ENDPOINTS", "OPTIONS"])
-        .right_align(&[1, 5, 6]);
+    let mut t = Table::new(&[
+        "NAME",
+        "ID",
+        "SUBNET",
+        "GATEWAY",
+        "BRIDGE",
+        "MTU",
+        "ENDPOINTS",
+        "OPTIONS",
+    ])
+    .right_align(&[1, 5, 6]);
     for info in list {
         let n = &info.network;
         let mut options = Vec::new();
@@ -144,7 +161,11 @@ pub fn render_list(list: &[NetworkInfo]) -> String {
             n.bridge.clone(),
             n.mtu.to_string(),
             info.endpoints.len().to_string(),
-            if options.is_empty() { "-".to_string() } else { options.join(",") },
+            if options.is_empty() {
+                "-".to_string()
+            } else {
+                options.join(",")
+            },
         ]);
     }
     t.render()

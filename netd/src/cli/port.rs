@@ -17,8 +17,10 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum PortCommand {
     /// Publish a port (or range) of an endpoint on the host
-    #[command(after_help = "SPEC is Docker's: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]\n\
-        Without HOST_PORT a free port is chosen and printed.")]
+    #[command(
+        after_help = "SPEC is Docker's: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp]\n\
+        Without HOST_PORT a free port is chosen and printed."
+    )]
     Publish {
         endpoint: String,
         spec: String,
@@ -48,20 +50,49 @@ pub enum PortCommand {
 impl PortCommand {
     pub(super) async fn run(self, client: &Client) -> Result<u8, CliError> {
         match self {
-            PortCommand::Publish { endpoint, spec, network, output } => {
-                let list = client.port_publish(&PortPublish { endpoint, spec, network }).await?;
-                if output.json { emit_json(&list)? } else { emit(&render_mappings(&list))? }
+            PortCommand::Publish {
+                endpoint,
+                spec,
+                network,
+                output,
+            } => {
+                let list = client
+                    .port_publish(&PortPublish {
+                        endpoint,
+                        spec,
+                        network,
+                    })
+                    .await?;
+                if output.json {
+                    emit_json(&list)?
+                } else {
+                    emit(&render_mappings(&list))?
+                }
             }
-            PortCommand::Unpublish { endpoint, spec, output } => {
-                let list = client.port_unpublish(&PortUnpublish { endpoint, spec }).await?;
-                if output.json { emit_json(&list)? } else { emit(&render_mappings(&list))? }
+            PortCommand::Unpublish {
+                endpoint,
+                spec,
+                output,
+            } => {
+                let list = client
+                    .port_unpublish(&PortUnpublish { endpoint, spec })
+                    .await?;
+                if output.json {
+                    emit_json(&list)?
+                } else {
+                    emit(&render_mappings(&list))?
+                }
             }
             PortCommand::Ls { endpoint, output } => {
                 let mut list = client.port_list().await?;
                 if let Some(name) = &endpoint {
                     list.retain(|p| &p.publication.endpoint == name);
                 }
-                if output.json { emit_json(&list)? } else { emit(&render_list(&list))? }
+                if output.json {
+                    emit_json(&list)?
+                } else {
+                    emit(&render_list(&list))?
+                }
             }
         }
         Ok(EXIT_OK)
@@ -74,12 +105,20 @@ fn host_ip(p: &Publication) -> Ipv4Addr {
 
 /// A publication the way `docker ps` shows it: `0.0.0.0:8080->80/tcp`.
 pub fn mapping(p: &Publication) -> String {
-    format!("{}:{}->{}/{}", host_ip(p), p.host_ports, p.container_ports, p.proto)
+    format!(
+        "{}:{}->{}/{}",
+        host_ip(p),
+        p.host_ports,
+        p.container_ports,
+        p.proto
+    )
 }
 
 /// One mapping per line, as `netd port publish` and `netd run -p` print them.
 pub fn render_mappings(list: &[PublicationInfo]) -> String {
-    list.iter().map(|p| format!("{}\n", mapping(&p.publication))).collect()
+    list.iter()
+        .map(|p| format!("{}\n", mapping(&p.publication)))
+        .collect()
 }
 
 /// The `netd port ls` table.

@@ -5,10 +5,7 @@
 use std::{
     fs::File,
     io,
-    os::{
-        fd::AsRawFd,
-        unix::process::ExitStatusExt,
-    },
+    os::{fd::AsRawFd, unix::process::ExitStatusExt},
 };
 
 use clap::Args;
@@ -26,8 +23,10 @@ use crate::api::{
 
 /// Options of `netd run`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Ctrl-C reaches CMD from the terminal; SIGTERM and SIGHUP sent to netd are \
-    forwarded to it. The endpoint is removed when CMD exits, and netd exits with CMD's status.")]
+#[command(
+    after_help = "Ctrl-C reaches CMD from the terminal; SIGTERM and SIGHUP sent to netd are \
+    forwarded to it. The endpoint is removed when CMD exits, and netd exits with CMD's status."
+)]
 pub struct RunArgs {
     /// Endpoint name [default: run-<8 hex digits>]
     #[arg(long, value_name = "NAME")]
@@ -42,7 +41,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
     /// The command and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -90,7 +94,11 @@ impl RunArgs {
     ) -> Result<u8, CliError> {
         let name = &endpoint.endpoint.name;
         for spec in &self.publish {
-            let req = PortPublish { endpoint: name.clone(), spec: spec.clone(), network: None };
+            let req = PortPublish {
+                endpoint: name.clone(),
+                spec: spec.clone(),
+                network: None,
+            };
             let list = client.port_publish(&req).await?;
             eprint!("{}", render_mappings(&list));
             if let Some(sig) = signals.pending() {
@@ -179,13 +187,18 @@ fn forward(child: &Child, sig: i32) {
 fn in_terminal_foreground() -> bool {
     // SAFETY: plain syscalls on our own standard descriptors and process.
     let pgrp = unsafe { libc::getpgrp() };
-    [0, 1, 2].into_iter().any(|fd| unsafe { libc::tcgetpgrp(fd) } == pgrp)
+    [0, 1, 2]
+        .into_iter()
+        .any(|fd| unsafe { libc::tcgetpgrp(fd) } == pgrp)
 }
 
 /// Start `command` inside the network namespace at `netns`, with stdio inherited.
 fn spawn_in_netns(command: &[String], netns: &std::path::Path) -> Result<Child, CliError> {
     let ns = File::open(netns).map_err(|source| CliError::Io {
-        context: format!("opening the endpoint's network namespace {}", netns.display()),
+        context: format!(
+            "opening the endpoint's network namespace {}",
+            netns.display()
+        ),
         source,
     })?;
     let fd = ns.as_raw_fd();
@@ -215,7 +228,11 @@ fn spawn_in_netns(command: &[String], netns: &std::path::Path) -> Result<Child, 
             ""
         };
         CliError::Exec {
-            message: format!("cannot run {:?} in {}: {e}{hint}", command[0], netns.display()),
+            message: format!(
+                "cannot run {:?} in {}: {e}{hint}",
+                command[0],
+                netns.display()
+            ),
             code,
         }
     })
@@ -229,7 +246,9 @@ pub(super) fn random_name() -> String {
     let n = match random {
         Ok(()) => u32::from_ne_bytes(bytes),
         // RandomState is seeded randomly per process.
-        Err(_) => std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32,
+        Err(_) => {
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+        }
     };
     format!("run-{n:08x}")
 }

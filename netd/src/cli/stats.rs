@@ -31,7 +31,11 @@ impl ConntrackCommand {
         match self {
             ConntrackCommand::Ls(out) => {
                 let flows = client.conntrack_list().await?;
-                if out.json { emit_json(&flows)? } else { emit(&render_flows(&flows))? }
+                if out.json {
+                    emit_json(&flows)?
+                } else {
+                    emit(&render_flows(&flows))?
+                }
             }
             ConntrackCommand::Flush { endpoint } => {
                 let flushed = client.conntrack_flush(&ConntrackFlush { endpoint }).await?;
@@ -46,14 +50,22 @@ impl ConntrackCommand {
 /// `netd info`.
 pub(super) async fn info(client: &Client, out: Output) -> Result<u8, CliError> {
     let info = client.info().await?;
-    if out.json { emit_json(&info)? } else { emit(&render_info(&info))? }
+    if out.json {
+        emit_json(&info)?
+    } else {
+        emit(&render_info(&info))?
+    }
     Ok(EXIT_OK)
 }
 
 /// `netd stats`.
 pub(super) async fn stats(client: &Client, out: Output) -> Result<u8, CliError> {
     let stats = client.stats().await?;
-    if out.json { emit_json(&stats)? } else { emit(&render_stats(&stats))? }
+    if out.json {
+        emit_json(&stats)?
+    } else {
+        emit(&render_stats(&stats))?
+    }
     Ok(EXIT_OK)
 }
 
@@ -69,7 +81,11 @@ pub fn render_info(info: &DaemonInfo) -> String {
         info.version,
         dataplane,
         info.uplink,
-        if addrs.is_empty() { "no address".to_string() } else { addrs.join(", ") },
+        if addrs.is_empty() {
+            "no address".to_string()
+        } else {
+            addrs.join(", ")
+        },
         info.state_dir,
         info.bpffs
     )
@@ -77,8 +93,15 @@ pub fn render_info(info: &DaemonInfo) -> String {
 
 /// `netd stats` as four tables, one per kind of counter.
 pub fn render_stats(stats: &DataplaneStats) -> String {
-    let mut ifaces = Table::new(&["INTERFACE", "IFINDEX", "RX PACKETS", "RX BYTES", "TX PACKETS", "TX BYTES"])
-        .right_align(&[1, 2, 3, 4, 5]);
+    let mut ifaces = Table::new(&[
+        "INTERFACE",
+        "IFINDEX",
+        "RX PACKETS",
+        "RX BYTES",
+        "TX PACKETS",
+        "TX BYTES",
+    ])
+    .right_align(&[1, 2, 3, 4, 5]);
     for i in &stats.interfaces {
         ifaces.row([
             i.ifname.clone(),
@@ -95,7 +118,11 @@ pub fn render_stats(stats: &DataplaneStats) -> String {
     }
     let mut ports = Table::new(&["PUBLICATION", "PACKETS", "BYTES"]).right_align(&[1, 2]);
     for p in &stats.ports {
-        ports.row([p.publication.clone(), p.packets.to_string(), p.bytes.to_string()]);
+        ports.row([
+            p.publication.clone(),
+            p.packets.to_string(),
+            p.bytes.to_string(),
+        ]);
     }
     let mut tables = Table::new(&["TABLE", "ENTRIES", "CAPACITY", "USE"]).right_align(&[1, 2, 3]);
     for t in &stats.tables {
@@ -104,7 +131,12 @@ pub fn render_stats(stats: &DataplaneStats) -> String {
         } else {
             format!("{:.1}%", t.entries as f64 * 100.0 / t.capacity as f64)
         };
-        tables.row([t.name.clone(), t.entries.to_string(), t.capacity.to_string(), used]);
+        tables.row([
+            t.name.clone(),
+            t.entries.to_string(),
+            t.capacity.to_string(),
+            used,
+        ]);
     }
     format!(
         "Dataplane: {}\n\n{}\n{}\n{}\n{}",
@@ -118,8 +150,15 @@ pub fn render_stats(stats: &DataplaneStats) -> String {
 
 /// The `netd conntrack ls` table.
 pub fn render_flows(flows: &[Flow]) -> String {
-    let mut t = Table::new(&["PROTO", "ORIGINAL", "TRANSLATED", "STATE", "AGE", "EXPIRES IN"])
-        .right_align(&[4, 5]);
+    let mut t = Table::new(&[
+        "PROTO",
+        "ORIGINAL",
+        "TRANSLATED",
+        "STATE",
+        "AGE",
+        "EXPIRES IN",
+    ])
+    .right_align(&[4, 5]);
     for f in flows {
         t.row([
             f.proto.clone(),

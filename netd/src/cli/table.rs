@@ -37,7 +37,11 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut row: Vec<String> = cells.into_iter().map(Into::into).take(self.headers.len()).collect();
+        let mut row: Vec<String> = cells
+            .into_iter()
+            .map(Into::into)
+            .take(self.headers.len())
+            .collect();
         row.resize(self.headers.len(), String::new());
         self.rows.push(row);
     }
