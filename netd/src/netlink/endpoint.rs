@@ -18,6 +18,9 @@ impl Netlink {
     /// Create the veth pair, enslave the host end, move the other end into the
     /// namespace and configure it (name, MAC, address, MTU, up, lo up, default route).
     /// On failure nothing is left behind. Returns the host end's ifindex.
+    ///
+    /// The rollback runs inside this future: dropping it half-way (cancellation) can
+    /// leave the pair behind, so callers should let it finish.
     pub async fn attach_endpoint(&self, req: &AttachRequest<'_>) -> Result<u32> {
         validate(req)?;
         let inner = req.netns.netlink()?;

@@ -29,11 +29,15 @@ pub use netns::{Netns, enable_ip_forward};
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {object}: {detail}")]
 pub struct NetlinkError {
+    /// What was being done: "create bridge", "add address", "enter netns", ...
     pub op: &'static str,
+    /// What it was done to: an interface, an address, a namespace path.
     pub object: String,
+    /// Why it failed, usually the kernel's errno as text.
     pub detail: String,
 }
 
+/// Result of the netlink layer.
 pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
 
 impl NetlinkError {

@@ -133,10 +133,12 @@ impl Netns {
             .map_err(|e| NetlinkError::errno("enter netns", path.display().to_string(), e))
     }
 
+    /// The path the namespace was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The namespace's file descriptor, valid as long as `self` is.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -103,3 +103,38 @@ fn iproute2_sees_named_namespaces() {
         );
     });
 }
+
+/// The daemon runs a multi-thread runtime; its worker threads are created after the
+/// namespace switch and must inherit it, and [`Netns::netlink`] must work there too.
+#[test]
+fn netlink_works_on_a_multi_thread_runtime() {
+    require_root();
+    let outcome = std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) for the test thread");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("build a tokio runtime");
+        runtime.block_on(async {
+            // Spawned, so it runs on a worker thread rather than this one.
+            tokio::spawn(async {
+                let nl = Netlink::new().expect("netlink");
+                let gw = net("10.88.0.1/24");
+                let bridge = nl.ensure_bridge("ndt-br0", gw, 1500).await.expect("bridge");
+                let ns = NamedNetns::create();
+                let req = request(ns.netns(), bridge, "ndt-veth0", net("10.88.0.2/24"));
+                nl.attach_endpoint(&req).await.expect("attach");
+                let inner = ns.netns().netlink().expect("netlink in netns");
+                assert_eq!(link_names(&inner).await, ["eth0", "lo"]);
+                assert_eq!(link_names(&nl).await, ["lo", "ndt-br0", "ndt-veth0"]);
+            })
+            .await
+            .expect("test task");
+        });
+    })
+    .join();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
