@@ -47,10 +47,14 @@ pub enum EndpointCommand {
     /// List endpoints
     #[command(visible_alias = "list")]
     Ls(Output),
-    /// Show endpoints in detail, as JSON
+    /// Show endpoints in detail: a JSON array, as `docker inspect` prints
     Inspect {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        /// Inspect always prints JSON; the flag is accepted for scripts that pass it
+        /// everywhere.
+        #[arg(long, hide = true)]
+        json: bool,
     },
     /// Remove endpoints, their namespaces (when netd created them) and their publications
     #[command(visible_alias = "remove")]
@@ -108,7 +112,7 @@ impl EndpointCommand {
                     emit(&render_list(&list))?
                 }
             }
-            EndpointCommand::Inspect { names } => {
+            EndpointCommand::Inspect { names, .. } => {
                 let mut found = Vec::new();
                 for name in &names {
                     found.extend(tolerate(client.endpoint_inspect(name).await)?);

@@ -176,14 +176,20 @@ async fn client_command(client: &Client, command: Command) -> Result<u8, CliErro
     }
 }
 
-/// Logs go to stderr, filtered by RUST_LOG (`default` when unset).
+/// Logs go to stderr, filtered by RUST_LOG (`default` when unset), in colour only on a
+/// terminal.
 fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    // netlink-packet-route warns about every attribute newer than itself; that is noise
+    // for the user, not a netd problem.
+    let default = format!("{default},netlink_packet_route=error");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Fails only when a subscriber is already set (tests); keep that one.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
 }
 

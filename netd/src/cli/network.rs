@@ -16,10 +16,14 @@ pub enum NetworkCommand {
     /// List networks
     #[command(visible_alias = "list")]
     Ls(Output),
-    /// Show networks in detail, as JSON
+    /// Show networks in detail: a JSON array, as `docker inspect` prints
     Inspect {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        /// Inspect always prints JSON; the flag is accepted for scripts that pass it
+        /// everywhere.
+        #[arg(long, hide = true)]
+        json: bool,
     },
     /// Remove networks (they must have no endpoints)
     #[command(visible_alias = "remove")]
@@ -99,7 +103,7 @@ impl NetworkCommand {
                 }
                 Ok(EXIT_OK)
             }
-            NetworkCommand::Inspect { names } => {
+            NetworkCommand::Inspect { names, .. } => {
                 let mut found = Vec::new();
                 for name in &names {
                     found.extend(tolerate(client.network_inspect(name).await)?);

@@ -138,6 +138,15 @@ fn multi_name_commands_need_a_name() {
             "{args:?}"
         );
     }
+    let Command::Network(NetworkCommand::Inspect { names, json }) =
+        parse(&["network", "inspect", "a", "b", "--json"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (names, json),
+        (vec!["a".to_string(), "b".to_string()], true)
+    );
 }
 
 #[test]
