@@ -7,6 +7,7 @@
 //!   servers, connectivity shown; up until Ctrl-C.
 //! - `test`: setup, build, then every test suite, the privileged ones included.
 
+mod bench;
 mod cargo;
 mod lab;
 mod setup;
@@ -39,6 +40,8 @@ enum Command {
     Run(lab::RunArgs),
     /// Set up, build, and run every test suite (needs root; nothing is skipped)
     Test(test::TestArgs),
+    /// Set up, then benchmark the ebpf and iptables dataplanes against a plain veth pair
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => lab::run(args),
         Command::Test(args) => test::run(args),
+        Command::Bench(args) => setup::run().and_then(|()| bench::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

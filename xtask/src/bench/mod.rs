@@ -1,0 +1,402 @@
+//! `cargo xtask bench`: netd's eBPF dataplane, its iptables dataplane and the physical
+//! limit (a plain veth pair), side by side on the same machine in one run.
+//!
+//! Every round builds a fresh topology per variant (see [`topology`]), runs each traffic
+//! measurement on every variant in turn (A B C, A B C, ...), then the scale, programming
+//! and memory scenarios on the netd variants, and tears everything down. Results go to
+//! `bench-results/<timestamp>/`: samples.json, results.md and PNG plots.
+//!
+//! Nothing here asserts speed: `--quick` (the test suite's smoke test) only fails when a
+//! scenario produced no number for a variant.
+
+mod api;
+mod daemon;
+mod iperf;
+mod memory;
+mod netns;
+mod plots;
+mod report;
+mod rr;
+mod sample;
+mod scale;
+mod stats;
+mod topology;
+mod traffic;
+mod udp;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+pub use sample::Variant;
+use sample::{Recorder, Scenario};
+use topology::Topology;
+use traffic::Measurement;
+
+/// Ephemeral ports of every benchmark client namespace: clear of every published port
+/// (all below 40000) and of netd's masquerade range (61000-65535).
+pub const CLIENT_PORTS: (u16, u16) = (40_000, 60_999);
+
+/// `cargo xtask bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Every scenario once, briefly (1 round, 1 s per measurement, scale up to 1,000
+    /// ports); fails if any scenario produced no number. Never judges speed.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds (default 3, --quick 1)
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Seconds per traffic measurement (default 5, --quick 1)
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Variants to run, in this order within a round
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL.to_vec())]
+    pub variants: Vec<Variant>,
+    /// Scenarios to run, by number (1-8) or name (bulk_dnat, bulk_snat, rr_dnat, crr,
+    /// udp_snat, scale, programming, memory); all by default
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Published-port counts for the scale scenarios (default 1,1000,10000; --quick
+    /// 1,100,1000)
+    #[arg(long, value_delimiter = ',')]
+    pub scale: Vec<u32>,
+    /// Output directory (default bench-results/<UTC timestamp>)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Benchmark a release build of netd (the eBPF object is always optimised)
+    #[arg(long)]
+    pub release: bool,
+    /// Use this netd binary instead of building one
+    #[arg(long)]
+    pub netd: Option<PathBuf>,
+}
+
+/// Everything a run needs, resolved from the arguments.
+struct Plan {
+    rounds: u32,
+    duration: Duration,
+    variants: Vec<Variant>,
+    scenarios: Vec<Scenario>,
+    phase: scale::PhaseOpts,
+    out: PathBuf,
+    netd: PathBuf,
+    work: PathBuf,
+}
+
+/// Run the benchmark; an error if it could not run, or if an applicable scenario has no
+/// number for some variant.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("cargo xtask bench builds network namespaces and runs netd: run it as root");
+    }
+    for (tool, pkg) in [("ip", "iproute2"), ("iperf3", "iperf3")] {
+        if Command::new(tool).arg("-v").output().is_err() {
+            bail!(
+                "{tool} is missing: install it with `apt-get install {pkg}` or `cargo xtask setup`"
+            );
+        }
+    }
+    let plan = plan(&args)?;
+    install_sigint_handler();
+    netns::remove_stale();
+    remove_stale_work_dirs();
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("creating {}", plan.out.display()))?;
+    std::fs::create_dir_all(&plan.work)?;
+    println!("bench: results will be in {}", plan.out.display());
+    let mut rec = Recorder::new(plan.rounds);
+    for round in 1..=plan.rounds {
+        if interrupted() {
+            break;
+        }
+        run_round(&plan, round, &mut rec);
+    }
+    let _ = std::fs::remove_dir_all(&plan.work);
+    finish(&args, &plan, &rec)
+}
+
+fn plan(args: &BenchArgs) -> Result<Plan> {
+    let mut scenarios = Vec::new();
+    for s in &args.scenarios {
+        scenarios.push(Scenario::parse(s).with_context(|| {
+            format!("unknown scenario {s:?}: use 1-8 or a name such as rr_dnat")
+        })?);
+    }
+    if scenarios.is_empty() {
+        scenarios = Scenario::ALL.to_vec();
+    }
+    let mut levels = if args.scale.is_empty() {
+        if args.quick {
+            vec![1, 100, 1000]
+        } else {
+            vec![1, 1000, 10_000]
+        }
+    } else {
+        args.scale.clone()
+    };
+    levels.sort_unstable();
+    levels.dedup();
+    if levels.iter().any(|&l| l == 0 || l > scale::MAX_LEVEL) {
+        bail!("--scale levels must be between 1 and {}", scale::MAX_LEVEL);
+    }
+    let duration = Duration::from_secs(
+        args.duration
+            .unwrap_or(if args.quick { 1 } else { 5 })
+            .max(1),
+    );
+    let netd = match &args.netd {
+        Some(p) => p.clone(),
+        None if args.variants.iter().any(|v| v.is_netd()) => build_netd(args.release)?,
+        None => PathBuf::from("netd"),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        workspace_root()
+            .join("bench-results")
+            .join(timestamp().replace([' ', ':'], "-"))
+    });
+    Ok(Plan {
+        rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
+        duration,
+        variants: args.variants.clone(),
+        phase: scale::PhaseOpts {
+            levels,
+            probes: if args.quick { 10 } else { 50 },
+            cli_probes: if args.quick { 2 } else { 5 },
+            endpoints: if args.quick { 10 } else { 100 },
+            duration,
+            scenarios: scenarios.clone(),
+        },
+        scenarios,
+        out,
+        netd,
+        work: PathBuf::from(format!("/tmp/netd-bench-{}", std::process::id())),
+    })
+}
+
+/// One round: fresh topologies, every traffic measurement across the variants in turn,
+/// then scale/programming/memory per netd variant, then teardown.
+fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
+    let mut topos: Vec<Topology> = Vec::new();
+    for &v in &plan.variants {
+        let prefix = format!(
+            "{}{}-{}{round}",
+            netns::PREFIX,
+            std::process::id(),
+            &v.name()[..1]
+        );
+        match Topology::build(v, &prefix, &plan.netd, &plan.work) {
+            Ok(t) => topos.push(t),
+            Err(e) => {
+                for &s in plan.scenarios.iter().filter(|s| s.applies_to(v)) {
+                    rec.fail(round, v, s, None, &e);
+                }
+            }
+        }
+    }
+    for m in Measurement::ALL
+        .into_iter()
+        .filter(|m| plan.scenarios.contains(&m.scenario()))
+    {
+        for topo in &topos {
+            if interrupted() {
+                return;
+            }
+            match m.run(topo, plan.duration) {
+                Ok(readings) => {
+                    for (metric, value, detail) in readings {
+                        rec.record(round, topo.variant, m.scenario(), &metric, value, detail);
+                    }
+                }
+                Err(e) => rec.fail(round, topo.variant, m.scenario(), Some(m.name()), &e),
+            }
+        }
+    }
+    let phase = [Scenario::Scale, Scenario::Programming, Scenario::Memory];
+    if phase.iter().any(|s| plan.scenarios.contains(s)) {
+        for topo in topos.iter_mut().filter(|t| t.variant.is_netd()) {
+            if interrupted() {
+                return;
+            }
+            scale::run(topo, rec, round, &plan.phase);
+        }
+    }
+    println!("bench: round {round} done, tearing down");
+}
+
+/// Write the outputs and decide the exit status.
+fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
+    let info = report::RunInfo {
+        command: command_line(),
+        started_utc: timestamp(),
+        machine: report::Machine::detect(),
+        rounds: plan.rounds,
+        duration_secs: plan.duration.as_secs(),
+        variants: plan.variants.clone(),
+        scale_levels: plan.phase.levels.clone(),
+        netd_binary: plan.netd.display().to_string(),
+        publish_method: "ports published through the HTTP API (POST /ports on the daemon's UNIX socket, one kept-alive connection, one request per port); a few also through the netd CLI".into(),
+    };
+    report::write_json(&plan.out, &info, rec)?;
+    let (plots, plot_error) = match plots::draw_all(rec, &plan.out) {
+        Ok(files) => (
+            files
+                .iter()
+                .filter_map(|f| Some(f.file_name()?.to_string_lossy().into_owned()))
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    report::write_markdown(&plan.out, &info, rec, &plan.scenarios, &plots)?;
+    println!(
+        "bench: wrote {}/samples.json, results.md and {} plot(s)",
+        plan.out.display(),
+        plots.len()
+    );
+    if interrupted() {
+        bail!("interrupted; partial results are in {}", plan.out.display());
+    }
+    let missing = rec.missing(&plan.variants, &plan.scenarios);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(s, v)| format!("{} {} on {}", s.number(), s.id(), v.name()))
+            .collect();
+        bail!(
+            "no numbers for: {}; see the errors in {}/results.md",
+            list.join(", "),
+            plan.out.display()
+        );
+    }
+    match plot_error {
+        Some(e) if args.quick => Err(e.context("drawing the plots")),
+        Some(e) => {
+            eprintln!("bench: plots failed: {e:#}");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Build netd and return its path.
+fn build_netd(release: bool) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "-p", "netd", "--bin", "netd"]);
+    if release {
+        cmd.arg("--release");
+    }
+    println!(
+        "bench: building netd ({})",
+        if release { "release" } else { "debug" }
+    );
+    let status = cmd.status().context("running cargo build -p netd")?;
+    if !status.success() {
+        bail!("building netd failed ({status}); run `cargo xtask build` to see why");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("netd"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
+/// Work directories of killed runs: unmount their bpffs and remove them.
+fn remove_stale_work_dirs() {
+    let Ok(dir) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("netd-bench-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            daemon::unmount_below(&e.path());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C ends the run after the current measurement, so teardown still happens.
+fn install_sigint_handler() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGINT, &action) };
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Current UTC time as "YYYY-MM-DD HH:MM:SS".
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

@@ -1,0 +1,301 @@
+//! The run's outputs: samples.json with every sample and failure, and results.md with a
+//! table per scenario (median and min-max per variant, ratios ebpf/iptables and
+//! ebpf/limit), the machine, and the command that reproduces it.
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{
+    sample::{Recorder, Scenario, Variant, fmt_value},
+    stats::Summary,
+};
+
+/// Facts about the run that go into both files.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub command: String,
+    pub started_utc: String,
+    pub machine: Machine,
+    pub rounds: u32,
+    pub duration_secs: u64,
+    pub variants: Vec<Variant>,
+    pub scale_levels: Vec<u32>,
+    pub netd_binary: String,
+    pub publish_method: String,
+}
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub kernel: String,
+    pub cpu: String,
+    pub memory_gib: f64,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kb: f64 = meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            cpu,
+            memory_gib: (kb / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+        }
+    }
+}
+
+pub fn write_json(dir: &Path, info: &RunInfo, rec: &Recorder) -> Result<()> {
+    let doc = json!({ "run": info, "samples": rec.samples, "failures": rec.failures });
+    let path = dir.join("samples.json");
+    fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn write_markdown(
+    dir: &Path,
+    info: &RunInfo,
+    rec: &Recorder,
+    scenarios: &[Scenario],
+    plots: &[String],
+) -> Result<()> {
+    let mut md = String::new();
+    header(&mut md, info);
+    for &s in scenarios {
+        scenario_table(&mut md, info, rec, s);
+    }
+    if !plots.is_empty() {
+        md.push_str("## Plots\n\n");
+        for p in plots {
+            let _ = writeln!(md, "![{p}]({p})\n");
+        }
+    }
+    let path = dir.join("results.md");
+    fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+fn header(md: &mut String, info: &RunInfo) {
+    let m = &info.machine;
+    let _ = writeln!(md, "# netd benchmark: ebpf vs iptables vs limit\n");
+    let _ = writeln!(md, "- Command: `{}`", info.command);
+    let _ = writeln!(md, "- Started: {} UTC", info.started_utc);
+    let _ = writeln!(
+        md,
+        "- Machine: {} CPUs, {}, {:.1} GiB RAM, kernel {}",
+        m.nproc, m.cpu, m.memory_gib, m.kernel
+    );
+    let variants: Vec<&str> = info.variants.iter().map(|v| v.name()).collect();
+    let _ = writeln!(
+        md,
+        "- {} round(s), variants interleaved per measurement in the order {}; {} s per traffic measurement",
+        info.rounds,
+        variants.join(", "),
+        info.duration_secs
+    );
+    let _ = writeln!(
+        md,
+        "- Scale levels: {:?} published ports; {}",
+        info.scale_levels, info.publish_method
+    );
+    let _ = writeln!(md, "- netd binary: {}", info.netd_binary);
+    let _ = writeln!(
+        md,
+        "\nCells: median (min-max) over rounds. Ratios are of medians; ↑ higher is better, ↓ lower is better. \
+         Client, server and softirq share the machine's cores: differences under about 10% are noise.\n"
+    );
+}
+
+/// One scenario: a row per metric, a column per variant, then the two ratios.
+fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) {
+    let _ = writeln!(md, "## {}. {}\n", s.number(), s.title());
+    let mut metrics: Vec<(String, bool, &str)> = Vec::new();
+    for x in rec.samples.iter().filter(|x| x.scenario == s) {
+        if !metrics.iter().any(|m| m.0 == x.metric) {
+            metrics.push((x.metric.clone(), x.higher_is_better, x.unit));
+        }
+    }
+    let _ = writeln!(
+        md,
+        "| metric | {} | ebpf/iptables | ebpf/limit |",
+        info.variants
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(md, "|---|{}---|---|", "---|".repeat(info.variants.len()));
+    if metrics.is_empty() {
+        let cells: Vec<String> = info
+            .variants
+            .iter()
+            .map(|&v| empty_cell(rec, s, v, None))
+            .collect();
+        let _ = writeln!(md, "| (no numbers) | {} | - | - |", cells.join(" | "));
+    }
+    for (metric, higher, unit) in &metrics {
+        let summary = |v: Variant| {
+            let vals: Vec<f64> = rec
+                .samples
+                .iter()
+                .filter(|x| x.scenario == s && x.variant == v && &x.metric == metric)
+                .map(|x| x.value)
+                .collect();
+            Summary::of(&vals)
+        };
+        let cells: Vec<String> = info
+            .variants
+            .iter()
+            .map(|&v| match summary(v) {
+                Some(sum) => cell(&sum),
+                None => empty_cell(rec, s, v, Some(metric)),
+            })
+            .collect();
+        let ratio = |a: Variant, b: Variant| match (summary(a), summary(b)) {
+            (Some(x), Some(y)) if y.median != 0.0 => format!("{:.2}", x.median / y.median),
+            _ => "-".into(),
+        };
+        let arrow = if *higher { "↑" } else { "↓" };
+        let _ = writeln!(
+            md,
+            "| {metric} ({unit}) {arrow} | {} | {} | {} |",
+            cells.join(" | "),
+            ratio(Variant::Ebpf, Variant::Iptables),
+            ratio(Variant::Ebpf, Variant::Limit)
+        );
+    }
+    let failures: Vec<_> = rec.failures.iter().filter(|f| f.scenario == s).collect();
+    if !failures.is_empty() {
+        md.push_str("\nFailures:\n");
+        for f in failures {
+            let _ = writeln!(
+                md,
+                "- round {}, {}, {}: {}",
+                f.round,
+                f.variant.name(),
+                f.metric.as_deref().unwrap_or("(all)"),
+                f.error
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn cell(s: &Summary) -> String {
+    if s.n == 1 || s.min == s.max {
+        fmt_value(s.median)
+    } else {
+        format!(
+            "{} ({}-{})",
+            fmt_value(s.median),
+            fmt_value(s.min),
+            fmt_value(s.max)
+        )
+    }
+}
+
+/// A cell without samples: not applicable, or the first error that explains it.
+fn empty_cell(rec: &Recorder, s: Scenario, v: Variant, metric: Option<&str>) -> String {
+    if !s.applies_to(v) {
+        return "n/a".into();
+    }
+    let err = rec
+        .failures
+        .iter()
+        .find(|f| {
+            f.scenario == s
+                && f.variant == v
+                && (f.metric.is_none() || metric.is_none() || f.metric.as_deref() == metric)
+        })
+        .or_else(|| {
+            rec.failures
+                .iter()
+                .find(|f| f.scenario == s && f.variant == v)
+        });
+    match err {
+        Some(f) => {
+            let short: String = f
+                .error
+                .chars()
+                .take(90)
+                .collect::<String>()
+                .replace('|', "/");
+            format!("error: {short}")
+        }
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::bench::sample::Metric;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            command: "cargo xtask bench".into(),
+            started_utc: "2026-01-01 00:00:00".into(),
+            machine: Machine {
+                nproc: 2,
+                kernel: "6.18".into(),
+                cpu: "cpu".into(),
+                memory_gib: 24.0,
+            },
+            rounds: 2,
+            duration_secs: 5,
+            variants: Variant::ALL.to_vec(),
+            scale_levels: vec![1],
+            netd_binary: "netd".into(),
+            publish_method: "API".into(),
+        }
+    }
+
+    #[test]
+    fn table_has_medians_ratios_and_errors() {
+        let mut rec = Recorder::new(2);
+        let m = Metric::higher("1 stream", "Gbit/s");
+        for (v, a, b) in [(Variant::Ebpf, 20.0, 22.0), (Variant::Limit, 25.0, 25.0)] {
+            rec.record(1, v, Scenario::BulkDnat, &m, a, Value::Null);
+            rec.record(2, v, Scenario::BulkDnat, &m, b, Value::Null);
+        }
+        rec.fail(
+            1,
+            Variant::Iptables,
+            Scenario::BulkDnat,
+            Some("1 stream"),
+            &anyhow::anyhow!("daemon has no iptables"),
+        );
+        let mut md = String::new();
+        scenario_table(&mut md, &info(), &rec, Scenario::BulkDnat);
+        assert!(md.contains("| 1 stream (Gbit/s) ↑ | 21.00 (20.00-22.00) | error: daemon has no iptables | 25.00 | - | 0.84 |"), "{md}");
+        let mut md = String::new();
+        scenario_table(&mut md, &info(), &rec, Scenario::Scale);
+        assert!(md.contains("| (no numbers) | - | - | n/a |"), "{md}");
+    }
+}
