@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Attachment, Network, Publication};
 
 pub mod ebpf;
+pub mod iptables;
 mod noop;
 
 pub use noop::NoopDataplane;
