@@ -513,4 +513,4 @@ fn json_reply<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Byte
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -54,7 +54,16 @@ impl RunArgs {
     pub(super) async fn run(self, client: &Client) -> Result<u8, CliError> {
         // From here on SIGINT and SIGTERM are ours to handle: netd must outlive its
         // command to clean up after it.
-        let mut signals = Signals::install()?;
+        let signals = Signals::install()?;
+        self.run_with(client, signals).await
+    }
+
+    /// [`RunArgs::run`] with the signals coming from `signals`.
+    pub(super) async fn run_with(
+        self,
+        client: &Client,
+        mut signals: Signals,
+    ) -> Result<u8, CliError> {
         let name = self.name.clone().unwrap_or_else(random_name);
         let req = EndpointCreate {
             name: name.clone(),
@@ -129,7 +138,7 @@ impl RunArgs {
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught and queued as signal numbers.
-struct Signals {
+pub(super) struct Signals {
     rx: mpsc::UnboundedReceiver<i32>,
 }
 
@@ -155,6 +164,12 @@ impl Signals {
             });
         }
         Ok(Signals { rx })
+    }
+
+    /// Signals fed by hand, for tests: no process-wide handler is installed.
+    #[cfg(test)]
+    pub(super) fn from_channel(rx: mpsc::UnboundedReceiver<i32>) -> Signals {
+        Signals { rx }
     }
 
     /// The last signal received so far, if any (setup stops at the next step).

@@ -11,6 +11,7 @@ use crate::{
 };
 
 mod render;
+mod run_cleanup;
 
 fn parse(args: &[&str]) -> Cli {
     let mut argv = vec!["netd"];

@@ -1,7 +1,7 @@
 //! Router tests: a fake in-memory [`Api`] served on a real UNIX socket in a temp dir, driven
 //! by the real [`Client`] and by raw HTTP for what the client never sends.
 
-mod fake;
+pub(crate) mod fake;
 
 use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
@@ -19,23 +19,23 @@ use crate::api::{client::Client, client::ClientError, types::*};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server on a socket in its own temp dir; stops and is awaited on [`Harness::stop`].
-struct Harness {
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
     socket: PathBuf,
-    api: Arc<FakeApi>,
+    pub(crate) api: Arc<FakeApi>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl Harness {
-    async fn start(api: FakeApi) -> Harness {
+    pub(crate) async fn start(api: FakeApi) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         // A directory that does not exist yet: serve creates it.
         let socket = dir.path().join("run/netd.sock");
         Self::start_at(dir, socket, api).await
     }
 
-    async fn start_at(dir: tempfile::TempDir, socket: PathBuf, api: FakeApi) -> Harness {
+    pub(crate) async fn start_at(dir: tempfile::TempDir, socket: PathBuf, api: FakeApi) -> Harness {
         let api = Arc::new(api);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn({
@@ -64,11 +64,11 @@ impl Harness {
         panic!("the server did not come up on {}", h.socket.display());
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.socket).with_timeout(TIMEOUT)
     }
 
-    async fn stop(mut self) -> Result<(), ServeError> {
+    pub(crate) async fn stop(mut self) -> Result<(), ServeError> {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(TIMEOUT, &mut self.task)
             .await

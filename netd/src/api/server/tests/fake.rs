@@ -14,20 +14,22 @@ use crate::{
 };
 
 #[derive(Default)]
-pub(super) struct FakeState {
-    networks: Vec<Network>,
-    endpoints: Vec<Endpoint>,
-    publications: Vec<PublicationInfo>,
-    pub(super) flushes: Vec<ConntrackFlush>,
+pub(crate) struct FakeState {
+    pub(crate) networks: Vec<Network>,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) publications: Vec<PublicationInfo>,
+    pub(crate) flushes: Vec<ConntrackFlush>,
 }
 
 /// An in-memory daemon with just enough logic to produce every error kind.
 #[derive(Default)]
-pub(super) struct FakeApi {
-    pub(super) state: Mutex<FakeState>,
+pub(crate) struct FakeApi {
+    pub(crate) state: Mutex<FakeState>,
     /// `info` waits on the first barrier, then on the second if any: lets a test hold a
     /// request inside the handler.
-    pub(super) info_gates: Option<(Arc<Barrier>, Option<Arc<Barrier>>)>,
+    /// The namespace path of endpoints created without one, instead of /run/netns/NAME.
+    pub(crate) netns_path: Option<std::path::PathBuf>,
+    pub(crate) info_gates: Option<(Arc<Barrier>, Option<Arc<Barrier>>)>,
 }
 
 impl FakeApi {
@@ -193,7 +195,10 @@ impl Api for FakeApi {
                 owned: false,
             },
             None => NetnsRef {
-                path: format!("/run/netns/{}", req.name).into(),
+                path: self
+                    .netns_path
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/netns/{}", req.name).into()),
                 owned: true,
             },
         };
