@@ -3,6 +3,12 @@
 //! Requests are handled concurrently (one task per connection); the daemon serializes
 //! mutations itself. The socket is created with mode 0660 in a 0755 directory, a stale
 //! socket left by a killed daemon is replaced, and a live one is refused.
+//!
+//! Statuses beyond the error mapping of [`super`]: creations (`POST /networks`,
+//! `/endpoints`, `/ports`) answer 201, removals (`DELETE`) 204 without a body, everything
+//! else 200. An unknown path is 404, a known path with the wrong method 405 (with
+//! `Allow`), an unreadable or malformed JSON body 400; all of them carry an
+//! [`ApiError`]. An empty body counts as `{}`.
 
 use std::{
     convert::Infallible,
