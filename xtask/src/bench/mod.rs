@@ -69,9 +69,10 @@ pub struct BenchArgs {
     /// Output directory (default bench-results/<UTC timestamp>)
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Benchmark a release build of netd (the eBPF object is always optimised)
-    #[arg(long)]
-    pub release: bool,
+    /// netd build to benchmark (default release, --quick debug); the eBPF object is
+    /// optimised either way, the profile matters for programming latency and memory
+    #[arg(long, value_parser = ["debug", "release"])]
+    pub profile: Option<String>,
     /// Use this netd binary instead of building one
     #[arg(long)]
     pub netd: Option<PathBuf>,
@@ -152,7 +153,13 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
     );
     let netd = match &args.netd {
         Some(p) => p.clone(),
-        None if args.variants.iter().any(|v| v.is_netd()) => build_netd(args.release)?,
+        None if args.variants.iter().any(|v| v.is_netd()) => {
+            let release = args
+                .profile
+                .as_deref()
+                .map_or(!args.quick, |p| p == "release");
+            crate::cargo::build_netd(release)?
+        }
         None => PathBuf::from("netd"),
     };
     let out = args.out.clone().unwrap_or_else(|| {
@@ -282,30 +289,6 @@ fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
         }
         None => Ok(()),
     }
-}
-
-/// Build netd and return its path.
-fn build_netd(release: bool) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "-p", "netd", "--bin", "netd"]);
-    if release {
-        cmd.arg("--release");
-    }
-    println!(
-        "bench: building netd ({})",
-        if release { "release" } else { "debug" }
-    );
-    let status = cmd.status().context("running cargo build -p netd")?;
-    if !status.success() {
-        bail!("building netd failed ({status}); run `cargo xtask build` to see why");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join("netd"))
 }
 
 fn workspace_root() -> PathBuf {

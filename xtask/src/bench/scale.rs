@@ -103,7 +103,7 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
     }
     let mut extras = 0u32;
     for &level in &opts.levels {
-        if let Err(e) = fill(&mut cx, &mut extras, level.saturating_sub(1)) {
+        if let Err(e) = fill(&mut cx, &mut extras, level.saturating_sub(1), Some(level)) {
             cx.fail(
                 Scenario::Scale,
                 &format!("publish {} ports", thousands(level)),
@@ -121,7 +121,7 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
     if cx.wants(Scenario::Memory) {
         // The measured port was unpublished after its level: top up to the full count.
         let want = opts.levels.last().copied().unwrap_or(0);
-        if let Err(e) = fill(&mut cx, &mut extras, want) {
+        if let Err(e) = fill(&mut cx, &mut extras, want, None) {
             cx.fail(
                 Scenario::Memory,
                 &format!("publish {} ports", thousands(want)),
@@ -143,21 +143,19 @@ impl Ctx<'_> {
     }
 }
 
-/// Publish unused single ports on the idle endpoint until `want` are there.
-fn fill(cx: &mut Ctx<'_>, have: &mut u32, want: u32) -> Result<()> {
+/// Publish unused single ports on the idle endpoint until `want` are there; `level`
+/// names the scale level being prepared, if any, for the fill-rate metric.
+fn fill(cx: &mut Ctx<'_>, have: &mut u32, want: u32, level: Option<u32>) -> Result<()> {
     if want <= *have {
         return Ok(());
     }
+    let n = want - *have;
     cx.note(
         Scenario::Scale,
-        &format!(
-            "publishing {} more single ports ...",
-            thousands(want - *have)
-        ),
+        &format!("publishing {} more single port(s) ...", thousands(n)),
     );
     let idle = cx.topo.idle_ep.clone();
     let start = Instant::now();
-    let n = want - *have;
     let netd = cx.netd()?;
     while *have < want {
         let port = EXTRA_BASE + *have as u16;
@@ -166,17 +164,16 @@ fn fill(cx: &mut Ctx<'_>, have: &mut u32, want: u32) -> Result<()> {
         *have += 1;
     }
     let secs = start.elapsed().as_secs_f64();
-    if cx.wants(Scenario::Programming) {
+    if let Some(level) = level
+        && cx.wants(Scenario::Programming)
+    {
         let m = Metric::lower(
-            format!("publish one while filling to {}, mean", thousands(want)),
+            format!("publish one while filling to {}, mean", thousands(level)),
             "ms",
         );
-        cx.record(
-            Scenario::Programming,
-            m,
-            secs * 1e3 / f64::from(n),
-            json!({ "ports": n, "secs": secs, "how": "POST /ports, one kept-alive connection" }),
-        );
+        let how = "POST /ports, one kept-alive connection";
+        let detail = json!({ "ports": n, "secs": secs, "how": how });
+        cx.record(Scenario::Programming, m, secs * 1e3 / f64::from(n), detail);
     }
     Ok(())
 }
