@@ -92,6 +92,14 @@ pub fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
+    // Refuse before touching the kernel: a second daemon with another state directory
+    // would otherwise reconcile the host against a different state.
+    if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+        return Err(anyhow!(
+            "another netd daemon is serving {}; stop it or pass another --socket",
+            cfg.socket.display()
+        ));
+    }
     let store = StateStore::open(&cfg.state_dir)?;
     let netlink = Netlink::new()?;
     let uplink = find_uplink(&netlink, &cfg).await?;
