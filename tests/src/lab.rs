@@ -84,8 +84,14 @@ impl Lab {
         reason = "a lab creates namespaces and a daemon; Default would hide that"
     )]
     pub fn new() -> Lab {
+        Lab::with_config(LabConfig::unique())
+    }
+
+    /// A lab built from `cfg`; requires root and panics with the reason on failure (for
+    /// tests).
+    pub fn with_config(cfg: LabConfig) -> Lab {
         crate::require_root();
-        Lab::start(LabConfig::unique()).unwrap_or_else(|e| panic!("starting the lab: {e:#}"))
+        Lab::start(cfg).unwrap_or_else(|e| panic!("starting the lab: {e:#}"))
     }
 
     /// Build the topology and start the daemon in the host namespace.

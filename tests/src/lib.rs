@@ -11,7 +11,9 @@
 //! - [`lab::Lab`]: host + wan namespaces, the uplink between them, and a daemon.
 //! - [`traffic`]: TCP/UDP servers and clients that report what the peer received.
 //! - [`process`]: bounded child processes and the `ip` tool.
+//! - [`cli`]: creating objects through the CLI, snapshots, and judging error replies.
 
+pub mod cli;
 pub mod daemon;
 pub mod lab;
 pub mod netns;

@@ -62,25 +62,74 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 /// Run `cmd` with piped output and no stdin; kill it if it outlives `timeout`.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Output> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {what}"))?;
-    let stdout = read_in_background(child.stdout.take());
-    let stderr = read_in_background(child.stderr.take());
-    let status = wait_with_timeout(&mut child, timeout)?;
-    let output = Output {
-        code: status.map(exit_code).unwrap_or(-1),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    if status.is_none() {
-        bail!("{what} did not finish within {timeout:?}; killed it. {output}");
+    Background::spawn(cmd)?.wait(timeout)
+}
+
+/// A child process whose output is collected while it runs; killed (by PID) on drop if it
+/// is still running.
+pub struct Background {
+    what: String,
+    child: Option<Child>,
+    stdout: Option<thread::JoinHandle<String>>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Background {
+    /// Start `cmd` with no stdin and piped stdout and stderr.
+    pub fn spawn(cmd: &mut Command) -> anyhow::Result<Background> {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {what}"))?;
+        let stdout = Some(read_in_background(child.stdout.take()));
+        let stderr = Some(read_in_background(child.stderr.take()));
+        Ok(Background {
+            what,
+            child: Some(child),
+            stdout,
+            stderr,
+        })
     }
-    Ok(output)
+
+    /// The child's PID.
+    pub fn pid(&self) -> Pid {
+        let id = self.child.as_ref().map_or(0, Child::id);
+        Pid::from_raw(i32::try_from(id).unwrap_or(0))
+    }
+
+    /// Wait up to `timeout` for it to exit and return what it printed; on timeout it is
+    /// killed and the result is an error that carries its output so far.
+    pub fn wait(mut self, timeout: Duration) -> anyhow::Result<Output> {
+        let mut child = self.child.take().context("already waited for")?;
+        let status = wait_with_timeout(&mut child, timeout)?;
+        let join = |h: Option<thread::JoinHandle<String>>| {
+            h.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        let output = Output {
+            code: status.map(exit_code).unwrap_or(-1),
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        };
+        if status.is_none() {
+            bail!(
+                "{} did not finish within {timeout:?}; killed it. {output}",
+                self.what
+            );
+        }
+        Ok(output)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Drain a pipe on a thread so that a chatty child never blocks on a full pipe.

@@ -1,0 +1,146 @@
+//! A daemon restart, graceful or after kill -9, keeps networks, endpoints, publications
+//! and connectivity; reconciliation repairs what went missing and collects endpoints whose
+//! namespace is gone.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use netd_tests::{Lab, Server, cli::first_ip, process::ip, traffic::tcp_request};
+
+struct Pair {
+    a: String,
+    a_ip: Ipv4Addr,
+    b: String,
+    b_ip: Ipv4Addr,
+}
+
+/// A network with two endpoints, one of them publishing a port.
+fn setup(lab: &Lab) -> Pair {
+    lab.network_create("app", &["--subnet", "10.50.0.0/24"]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    let a_ip = first_ip(&lab.endpoint_create(&a, "app", &[]));
+    let b_ip = first_ip(&lab.endpoint_create(&b, "app", &[]));
+    lab.netd_ok(&["port", "publish", &b, "8080:80"]);
+    Pair { a, a_ip, b, b_ip }
+}
+
+/// a connects to b over TCP; b sees a's address.
+fn assert_connected(lab: &Lab, p: &Pair) {
+    let server = Server::tcp(
+        &lab.netns_path(&p.b),
+        SocketAddr::new(IpAddr::V4(p.b_ip), 7100),
+    )
+    .unwrap();
+    tcp_request(&lab.netns_path(&p.a), None, server.addr, b"still there").unwrap();
+    let got = server.join().unwrap();
+    assert_eq!(got.data, b"still there");
+    assert_eq!(got.peer.ip(), p.a_ip);
+}
+
+#[test]
+fn a_graceful_restart_keeps_everything() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    assert_connected(&lab, &pair);
+    let before = lab.snapshot();
+
+    let status = lab.daemon_mut().stop().unwrap();
+    assert!(
+        status.success(),
+        "the daemon should exit cleanly on SIGTERM: {status}"
+    );
+    // Stopping the daemon does not take the network down.
+    assert_connected(&lab, &pair);
+    lab.daemon_mut().restart().unwrap();
+
+    assert_eq!(lab.snapshot(), before);
+    assert_connected(&lab, &pair);
+    // IPAM kept its allocations: a new endpoint gets a third address.
+    let c = first_ip(&lab.endpoint_create(&lab.name("c"), "app", &[]));
+    assert!(c != pair.a_ip && c != pair.b_ip, "{c} was handed out twice");
+}
+
+#[test]
+fn a_restart_after_kill_9_keeps_everything() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    let before = lab.snapshot();
+
+    lab.daemon_mut().kill9().unwrap();
+    assert_connected(&lab, &pair);
+    lab.daemon_mut().restart().unwrap();
+
+    assert_eq!(lab.snapshot(), before);
+    assert_connected(&lab, &pair);
+    let c = first_ip(&lab.endpoint_create(&lab.name("c"), "app", &[]));
+    assert!(c != pair.a_ip && c != pair.b_ip, "{c} was handed out twice");
+}
+
+#[test]
+fn a_restart_recreates_a_missing_bridge_and_veth() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    let before = lab.snapshot();
+    let bridge = lab.netd_json(&["network", "inspect", "app"])[0]["bridge"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_info = &lab.netd_json(&["endpoint", "inspect", &pair.b])[0];
+    let b_host_if = b_info["attachments"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    lab.daemon_mut().kill9().unwrap();
+    let host = lab.host().name().to_string();
+    ip(&["-n", &host, "link", "del", &bridge]).unwrap();
+    ip(&["-n", &host, "link", "del", &b_host_if]).unwrap();
+    lab.daemon_mut().restart().unwrap();
+
+    assert_eq!(
+        lab.snapshot(),
+        before,
+        "reconciliation should restore the same links and addresses"
+    );
+    let ports = ip(&["-n", &host, "-o", "link", "show", "master", &bridge]).unwrap();
+    assert!(
+        ports.contains(&format!(" {b_host_if}@")),
+        "{b_host_if} is not back on {bridge}: {ports}"
+    );
+    assert_connected(&lab, &pair);
+}
+
+#[test]
+fn a_restart_collects_endpoints_whose_namespace_is_gone() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    let b_info = &lab.netd_json(&["endpoint", "inspect", &pair.b])[0];
+    let b_host_if = b_info["attachments"][0]["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    lab.daemon_mut().stop().unwrap();
+    ip(&["netns", "delete", &pair.b]).unwrap();
+    lab.daemon_mut().restart().unwrap();
+
+    let endpoints = lab.netd_json(&["endpoint", "ls", "--json"]);
+    let names: Vec<&str> = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, [pair.a.as_str()], "{endpoints}");
+    let net = &lab.netd_json(&["network", "inspect", "app"])[0];
+    assert_eq!(net["endpoints"].as_array().unwrap().len(), 1, "{net}");
+    let ports = lab.netd_json(&["port", "ls", "--json"]);
+    assert_eq!(
+        ports.as_array().unwrap().len(),
+        0,
+        "b's publication must go with it: {ports}"
+    );
+    assert!(!lab.host_links().contains(&b_host_if));
+    // b's address is free again.
+    let again = lab.endpoint_create(&lab.name("b2"), "app", &["--ip", &pair.b_ip.to_string()]);
+    assert_eq!(first_ip(&again), pair.b_ip);
+}
