@@ -19,6 +19,8 @@ pub mod rules;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod traffic_tests;
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 

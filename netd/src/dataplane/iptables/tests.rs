@@ -18,12 +18,16 @@ use rtnetlink::{
 use super::*;
 use crate::model::{MacAddr, PortRange, Proto, Publication};
 
-/// Run `f` on a thread in a new, empty network namespace.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn require_root() {
     assert!(
         nix::unistd::Uid::effective().is_root(),
-        "the iptables dataplane tests need root (they build a private network namespace); run them as root or through `cargo xtask test`"
+        "the iptables dataplane tests need root (they build private network namespaces); run them as root or through `cargo xtask test`"
     );
+}
+
+/// Run `f` on a thread in a new, empty network namespace.
+pub(super) fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    require_root();
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         f()
@@ -32,17 +36,22 @@ fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-fn new_link(msg: LinkMessage, create: bool) {
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+/// Send one rtnetlink request in the calling thread's namespace and wait for its ack.
+pub(super) fn rtnl(msg: RouteNetlinkMessage, create: bool) {
+    let mut req = NetlinkMessage::from(msg);
     req.header.flags =
         NLM_F_REQUEST | NLM_F_ACK | if create { NLM_F_CREATE | NLM_F_EXCL } else { 0 };
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
-    kernel::netlink_request(NETLINK_ROUTE, &buf).expect("netlink link request");
+    kernel::netlink_request(NETLINK_ROUTE, &buf).expect("rtnetlink request");
 }
 
-fn ifindex(name: &str) -> u32 {
+pub(super) fn new_link(msg: LinkMessage, create: bool) {
+    rtnl(RouteNetlinkMessage::NewLink(msg), create);
+}
+
+pub(super) fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: a valid NUL-terminated string; the call only reads it.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -62,7 +71,7 @@ fn bridge_with_port(bridge: &str, port: &str) -> (u32, u32) {
     (br, p)
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
+pub(super) fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -86,7 +95,7 @@ fn saved_rules(table: &str) -> Vec<String> {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-fn network(bridge: &str, subnet: &str) -> Network {
+pub(super) fn network(bridge: &str, subnet: &str) -> Network {
     let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
     Network {
         name: format!("net{}", NEXT.fetch_add(1, Ordering::Relaxed)),
@@ -112,7 +121,7 @@ fn uplink() -> UplinkView {
     }
 }
 
-fn attachment(net: &Network, ip: Ipv4Addr, host_ifname: &str) -> Attachment {
+pub(super) fn attachment(net: &Network, ip: Ipv4Addr, host_ifname: &str) -> Attachment {
     Attachment {
         network: net.name.clone(),
         ip,
@@ -122,7 +131,12 @@ fn attachment(net: &Network, ip: Ipv4Addr, host_ifname: &str) -> Attachment {
     }
 }
 
-fn publication(net: &Network, host: u16, ctr: u16, host_ip: Option<Ipv4Addr>) -> Publication {
+pub(super) fn publication(
+    net: &Network,
+    host: u16,
+    ctr: u16,
+    host_ip: Option<Ipv4Addr>,
+) -> Publication {
     Publication {
         endpoint: "c1".into(),
         network: net.name.clone(),
