@@ -23,6 +23,7 @@ pub struct Netd {
     child: Child,
     binary: PathBuf,
     dir: PathBuf,
+    log: PathBuf,
     host_ns: PathBuf,
     variant: Variant,
     pub api: ApiClient,
@@ -31,16 +32,19 @@ pub struct Netd {
 }
 
 impl Netd {
-    /// Start `binary daemon` in `host_ns` with `uplink`, files under `dir`.
+    /// Start `binary daemon` in `host_ns` with `uplink`, files under `dir`, its output
+    /// into `log` (kept after the run, next to the results).
     pub fn start(
         binary: &Path,
         variant: Variant,
         host_ns: &Path,
         uplink: &str,
         dir: &Path,
+        log_path: &Path,
     ) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let log = fs::File::create(dir.join("daemon.log"))?;
+        let log = fs::File::create(log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(binary);
         cmd.arg("daemon")
             .args(common_args(variant, host_ns, dir))
@@ -56,6 +60,7 @@ impl Netd {
             child,
             binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
+            log: log_path.to_path_buf(),
             host_ns: host_ns.to_path_buf(),
             variant,
             api: ApiClient::new(&socket),
@@ -90,14 +95,10 @@ impl Netd {
 
     /// The last lines of the daemon's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(5).collect();
         let tail: Vec<&str> = lines.into_iter().rev().collect();
-        format!(
-            "log {}: {}",
-            self.dir.join("daemon.log").display(),
-            tail.join(" | ")
-        )
+        format!("log {}: {}", self.log.display(), tail.join(" | "))
     }
 
     pub fn pid(&self) -> u32 {

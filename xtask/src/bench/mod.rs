@@ -110,6 +110,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&plan.out)
         .with_context(|| format!("creating {}", plan.out.display()))?;
     std::fs::create_dir_all(&plan.work)?;
+    std::fs::create_dir_all(plan.out.join("logs"))?;
     println!("bench: results will be in {}", plan.out.display());
     let mut rec = Recorder::new(plan.rounds);
     for round in 1..=plan.rounds {
@@ -197,7 +198,7 @@ fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
             std::process::id(),
             &v.name()[..1]
         );
-        match Topology::build(v, &prefix, &plan.netd, &plan.work) {
+        match Topology::build(v, &prefix, &plan.netd, &plan.work, &plan.out.join("logs")) {
             Ok(t) => topos.push(t),
             Err(e) => {
                 for &s in plan.scenarios.iter().filter(|s| s.applies_to(v)) {

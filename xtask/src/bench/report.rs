@@ -238,13 +238,16 @@ fn empty_cell(rec: &Recorder, s: Scenario, v: Variant, metric: Option<&str>) -> 
         });
     match err {
         Some(f) => {
-            let short: String = f
-                .error
-                .chars()
-                .take(90)
-                .collect::<String>()
-                .replace('|', "/");
-            format!("error: {short}")
+            // The innermost cause comes last in an anyhow chain: keep the tail.
+            let chars: Vec<char> = f.error.chars().collect();
+            let short: String = if chars.len() > 100 {
+                std::iter::once('…')
+                    .chain(chars[chars.len() - 100..].iter().copied())
+                    .collect()
+            } else {
+                f.error.clone()
+            };
+            format!("error: {}", short.replace('|', "/"))
         }
         None => "-".into(),
     }

@@ -123,10 +123,11 @@ impl Topology {
         prefix: &str,
         netd_bin: &Path,
         run_dir: &Path,
+        logs: &Path,
     ) -> Result<Topology> {
         match variant {
             Variant::Limit => build_limit(prefix),
-            _ => build_netd(variant, prefix, netd_bin, run_dir),
+            _ => build_netd(variant, prefix, netd_bin, run_dir, logs),
         }
         .with_context(|| format!("building the {} topology", variant.name()))
     }
@@ -176,7 +177,13 @@ fn build_limit(prefix: &str) -> Result<Topology> {
     })
 }
 
-fn build_netd(variant: Variant, prefix: &str, netd_bin: &Path, run_dir: &Path) -> Result<Topology> {
+fn build_netd(
+    variant: Variant,
+    prefix: &str,
+    netd_bin: &Path,
+    run_dir: &Path,
+    logs: &Path,
+) -> Result<Topology> {
     let host = NamedNetns::create(&format!("{prefix}h"))?;
     let wan = NamedNetns::create(&format!("{prefix}w"))?;
     netns::veth_pair(host.name(), "up0", HOST_ADDR, wan.name(), "wan0", WAN_ADDR)?;
@@ -196,6 +203,7 @@ fn build_netd(variant: Variant, prefix: &str, netd_bin: &Path, run_dir: &Path) -
         &host.path(),
         "up0",
         &run_dir.join(prefix),
+        &logs.join(format!("{prefix}-daemon.log")),
     )?;
     netd.api
         .post(
