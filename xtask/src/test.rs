@@ -1,4 +1,4 @@
-//! `cargo xtask test`: set up, build, then every suite, privileged ones included. Nothing
+//! `cargo xtask test`: check for root, set up, build, then every suite, privileged ones included. Nothing
 //! is skipped: without root it refuses to start instead of passing half the tests.
 
 use std::{thread, time::Instant};
@@ -27,13 +27,14 @@ struct Suite {
 
 /// Run the suites.
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
-    setup::run()?;
+    // Refuse before setup, which may spend minutes building bpf-linker.
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "netd's privileged tests need root: they create network namespaces, veths, bpffs \
              mounts and eBPF programs. Run `sudo -E cargo xtask test`; they are never skipped."
         );
     }
+    setup::run()?;
     let netd = cargo::build_netd(false)?;
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let cpus = thread::available_parallelism().map_or(1, usize::from);
