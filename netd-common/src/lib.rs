@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod maps;
 pub mod nat;
 pub mod ports;
+pub mod sock;
 pub mod stats;
 
 /// Implements `aya::Pod` for plain map types when building the userspace side.

@@ -7,6 +7,10 @@ pub const NAT_DIR_ORIGINAL: u8 = 0;
 /// The entry translates packets of the reply direction.
 pub const NAT_DIR_REPLY: u8 = 1;
 
+/// Both ends of the flow are containers; netd forwards it itself (hairpin through a
+/// published port), straight from one veth to the other.
+pub const NAT_F_HAIRPIN: u8 = 1 << 0;
+
 /// One half of a translation, keyed by the tuple a packet has on the wire before
 /// translation in [`crate::maps::NAT`]. A translated flow has two: the original
 /// direction `O -> T` and the reply direction `rev(T) -> rev(O)`. Each half names its
@@ -20,7 +24,11 @@ pub struct NatEntry {
     pub created_ns: u64,
     /// `NAT_DIR_*`.
     pub dir: u8,
-    pub _pad: [u8; 7],
+    /// `NAT_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// Publication of the flow (0: none), so a restored conntrack entry keeps counting.
+    pub pub_id: u32,
 }
 assert_size!(NatEntry, 32);
 

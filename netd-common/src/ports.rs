@@ -4,7 +4,7 @@ use crate::{assert_size, pod};
 
 /// Key of [`crate::maps::PORTS`]. `host_ip_be` 0 matches every host address.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortKey {
     pub host_ip_be: u32,
     pub port_be: u16,

@@ -61,10 +61,12 @@ pub enum DropReason {
     NonIp = 13,
     /// A packet rewrite or redirect failed in the kernel helper.
     Rewrite = 14,
+    /// A container sent a protocol that masquerade cannot translate (no ports).
+    NatUnsupported = 15,
 }
 
 /// Number of drop reasons (the size of the drop counter array).
-pub const DROP_REASON_COUNT: u32 = 15;
+pub const DROP_REASON_COUNT: u32 = 16;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -84,6 +86,7 @@ impl DropReason {
         DropReason::TtlExceeded,
         DropReason::NonIp,
         DropReason::Rewrite,
+        DropReason::NatUnsupported,
     ];
 
     /// The name `netd stats` prints.
@@ -104,6 +107,7 @@ impl DropReason {
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::NonIp => "non_ip",
             DropReason::Rewrite => "rewrite",
+            DropReason::NatUnsupported => "nat_unsupported",
         }
     }
 }

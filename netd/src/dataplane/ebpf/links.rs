@@ -7,7 +7,6 @@
 //! a new link.
 
 use std::{
-    ffi::CStr,
     fs, io,
     path::{Path, PathBuf},
 };
@@ -22,7 +21,7 @@ use aya::{
 };
 use tracing::debug;
 
-use super::{bpffs::LINKS_DIR, sys};
+use super::{bpffs::LINKS_DIR, netdev::ifname, sys};
 use crate::dataplane::DataplaneError;
 
 /// What an interface is to netd; part of the pin name, so that cleanup and sync can tell
@@ -78,26 +77,6 @@ pub fn pinned_ifindexes(bpffs: &Path, role: Role) -> Result<Vec<u32>, DataplaneE
         }
     }
     Ok(out)
-}
-
-/// The name of interface `ifindex` in the calling thread's network namespace.
-pub fn ifname(ifindex: u32) -> Result<String, DataplaneError> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(DataplaneError::new(
-            format!("looking up interface {ifindex}"),
-            format!(
-                "{}; is the daemon in the right network namespace?",
-                io::Error::last_os_error()
-            ),
-        ));
-    }
-    // SAFETY: if_indextoname NUL-terminated the name inside buf.
-    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, DataplaneError> {

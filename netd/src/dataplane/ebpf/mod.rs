@@ -5,10 +5,14 @@
 //! dataplane keeps working while the daemon is down and the next start picks it up.
 
 mod bpffs;
+mod conntrack;
 mod links;
 mod loader;
+mod netdev;
+mod publish;
 mod stats;
 mod sys;
+mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -23,8 +27,10 @@ use netd_common::{maps as m, nat::DataplaneConfig, stats::IfaceCounters};
 use tracing::info;
 
 use self::{
+    conntrack::Gc,
     links::Role,
     loader::{Maps, PROG_UPLINK_EGRESS, PROG_UPLINK_INGRESS, PROG_VETH_EGRESS, PROG_VETH_INGRESS},
+    publish::Publications,
 };
 use super::{
     Dataplane, DataplaneError, DataplaneKind, DataplaneStats, EndpointView, Flow, NetworkView,
@@ -51,8 +57,10 @@ pub struct EbpfDataplane {
     ebpf: Ebpf,
     maps: Maps,
     uplink: Option<u32>,
-    /// Host-side veth ifindexes with attached programs.
+    /// Host-side veth ifindexes whose programs this process attached (or replaced).
     veths: BTreeSet<u32>,
+    pubs: Publications,
+    _gc: Gc,
 }
 
 impl std::fmt::Debug for EbpfDataplane {
@@ -85,22 +93,24 @@ impl EbpfDataplane {
         }
         bpffs::ensure(&cfg.bpffs)?;
         let (ebpf, maps) = loader::load(cfg)?;
+        let pubs = Publications::load(&maps)?;
+        let gc = Gc::start(&cfg.bpffs)?;
         let mut dp = EbpfDataplane {
             cfg: cfg.clone(),
             ebpf,
             maps,
             uplink: None,
             veths: BTreeSet::new(),
+            pubs,
+            _gc: gc,
         };
         dp.update_config(|c| {
             c.layout_version = m::LAYOUT_VERSION;
             c.snat_port_min = cfg.snat_ports.start;
             c.snat_port_max = cfg.snat_ports.end;
         })?;
-        dp.veths = links::pinned_ifindexes(&cfg.bpffs, Role::Veth)?
-            .into_iter()
-            .collect();
-        info!(bpffs = %cfg.bpffs.display(), reused_links = dp.veths.len(), "eBPF dataplane loaded");
+        let pinned = links::pinned_ifindexes(&cfg.bpffs, Role::Veth)?.len();
+        info!(bpffs = %cfg.bpffs.display(), pinned_veth_links = pinned, "eBPF dataplane loaded");
         Ok(dp)
     }
 
@@ -163,8 +173,25 @@ impl EbpfDataplane {
 
     fn detach_veth(&mut self, ifindex: u32) -> Result<()> {
         links::detach(&self.cfg.bpffs, Role::Veth, ifindex)?;
-        let _ = self.maps.iface_stats.remove(&ifindex);
+        tables::gone(self.maps.iface_stats.remove(&ifindex), || {
+            format!("removing the counters of interface {ifindex}")
+        })?;
         self.veths.remove(&ifindex);
+        Ok(())
+    }
+
+    /// Map entries first, so the programs never see the veth without its endpoint.
+    fn put_endpoint(&mut self, ep: &EndpointView<'_>) -> Result<()> {
+        tables::put_endpoint(&mut self.maps, ep)?;
+        if !self.veths.contains(&ep.host_ifindex) {
+            self.attach_both(
+                Role::Veth,
+                ep.host_ifindex,
+                PROG_VETH_INGRESS,
+                PROG_VETH_EGRESS,
+            )?;
+            self.veths.insert(ep.host_ifindex);
+        }
         Ok(())
     }
 }
@@ -178,69 +205,75 @@ impl Dataplane for EbpfDataplane {
         for old in links::pinned_ifindexes(&self.cfg.bpffs, Role::Uplink)? {
             if old != uplink.ifindex {
                 links::detach(&self.cfg.bpffs, Role::Uplink, old)?;
-                let _ = self.maps.iface_stats.remove(&old);
+                tables::gone(self.maps.iface_stats.remove(&old), || {
+                    format!("removing the counters of interface {old}")
+                })?;
             }
         }
+        let snat = uplink
+            .snat_ip
+            .or_else(|| uplink.addrs.first().copied())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut local = uplink.addrs.clone();
+        if !snat.is_unspecified() && !local.contains(&snat) {
+            local.push(snat);
+        }
+        tables::set_uplink_addrs(&mut self.maps, &local)?;
+        self.update_config(|c| {
+            c.uplink_ifindex = uplink.ifindex;
+            c.snat_ip_be = tables::be(snat);
+        })?;
         self.attach_both(
             Role::Uplink,
             uplink.ifindex,
             PROG_UPLINK_INGRESS,
             PROG_UPLINK_EGRESS,
         )?;
-        let snat = uplink
-            .snat_ip
-            .or_else(|| uplink.addrs.first().copied())
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        self.update_config(|c| {
-            c.uplink_ifindex = uplink.ifindex;
-            c.snat_ip_be = u32::from_ne_bytes(snat.octets());
-        })?;
         self.uplink = Some(uplink.ifindex);
         info!(uplink = %uplink.ifname, ifindex = uplink.ifindex, snat_ip = %snat, "uplink attached");
         Ok(())
     }
 
-    fn add_network(&mut self, _net: &NetworkView<'_>) -> Result<()> {
-        Ok(())
+    fn add_network(&mut self, net: &NetworkView<'_>) -> Result<()> {
+        tables::put_network(&mut self.maps, net)
     }
 
-    fn remove_network(&mut self, _net: &NetworkView<'_>) -> Result<()> {
-        Ok(())
+    fn remove_network(&mut self, net: &NetworkView<'_>) -> Result<()> {
+        tables::del_network(&mut self.maps, net.network)
     }
 
     fn add_endpoint(&mut self, ep: &EndpointView<'_>) -> Result<()> {
-        self.attach_both(
-            Role::Veth,
-            ep.host_ifindex,
-            PROG_VETH_INGRESS,
-            PROG_VETH_EGRESS,
-        )?;
-        self.veths.insert(ep.host_ifindex);
-        Ok(())
+        self.put_endpoint(ep)
     }
 
     fn remove_endpoint(&mut self, ep: &EndpointView<'_>) -> Result<()> {
-        self.detach_veth(ep.host_ifindex)
+        self.detach_veth(ep.host_ifindex)?;
+        tables::del_endpoint(&mut self.maps, ep.host_ifindex, ep.attachment.ip)
     }
 
-    fn publish(&mut self, _p: &PublicationView<'_>) -> Result<()> {
-        Ok(())
+    fn publish(&mut self, p: &PublicationView<'_>) -> Result<()> {
+        self.pubs.publish(&mut self.maps, p)
     }
 
-    fn unpublish(&mut self, _p: &PublicationView<'_>) -> Result<()> {
-        Ok(())
+    fn unpublish(&mut self, p: &PublicationView<'_>) -> Result<()> {
+        self.pubs.unpublish(&mut self.maps, p)
     }
 
     fn sync(&mut self, all: &SyncView<'_>) -> Result<()> {
+        tables::prune(&mut self.maps, &all.networks, &all.endpoints)?;
         let want: BTreeSet<u32> = all.endpoints.iter().map(|e| e.host_ifindex).collect();
-        let stale: Vec<u32> = self.veths.difference(&want).copied().collect();
-        for ifindex in stale {
-            self.detach_veth(ifindex)?;
+        for ifindex in links::pinned_ifindexes(&self.cfg.bpffs, Role::Veth)? {
+            if !want.contains(&ifindex) {
+                self.detach_veth(ifindex)?;
+            }
+        }
+        for net in &all.networks {
+            tables::put_network(&mut self.maps, net)?;
         }
         for ep in &all.endpoints {
-            self.add_endpoint(ep)?;
+            self.put_endpoint(ep)?;
         }
-        Ok(())
+        self.pubs.sync(&mut self.maps, &all.publications)
     }
 
     fn stats(&self) -> Result<DataplaneStats> {
@@ -248,16 +281,17 @@ impl Dataplane for EbpfDataplane {
             dataplane: "ebpf".into(),
             interfaces: stats::interfaces(&self.maps)?,
             drops: stats::drops(&self.maps)?,
-            ports: Vec::new(),
+            ports: self.pubs.counters(&self.maps)?,
             tables: stats::tables(&self.maps, self.cfg.conntrack_max, self.cfg.nat_max),
         })
     }
 
     fn conntrack(&self) -> Result<Vec<Flow>> {
-        Ok(Vec::new())
+        conntrack::list(&self.maps.conntrack)
     }
 
-    fn flush_conntrack(&mut self, _ips: Option<&[Ipv4Addr]>) -> Result<u64> {
-        Ok(0)
+    fn flush_conntrack(&mut self, ips: Option<&[Ipv4Addr]>) -> Result<u64> {
+        let Maps { conntrack, nat, .. } = &mut self.maps;
+        conntrack::flush(conntrack, nat, ips)
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! They need root and panic without it: a privileged test never passes by skipping.
 
+mod datapath;
 mod harness;
+mod lab;
+mod packet;
+mod policy;
 
 use std::net::Ipv4Addr;
 

@@ -1,0 +1,148 @@
+//! The programs on the uplink: ingress translates replies and published ports and keeps
+//! the wan away from container addresses; egress masquerades what containers send out.
+
+use aya_ebpf::programs::TcContext;
+use netd_common::{
+    conntrack::FlowKey,
+    endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE},
+    stats::DropReason,
+};
+
+use crate::{
+    conntrack::{self, Tracked},
+    frag, icmp,
+    icmp::ErrorVerdict,
+    isolation,
+    maps::NETD_NETWORKS,
+    nat,
+    parse::{self, ETH_P_IP, Ip4, L4Kind},
+    ports,
+    verdict::PASS,
+};
+
+/// Drops with `reason` a packet addressed to a container (not a host address): the wan
+/// reaches containers only through published ports and replies of tracked flows.
+#[inline(always)]
+fn guard_containers(ip: &Ip4, reason: DropReason) -> Result<i32, DropReason> {
+    if !ports::is_local(ip.daddr_be) && isolation::network_of(ip.daddr_be).is_some() {
+        return Err(reason);
+    }
+    Ok(PASS)
+}
+
+/// Translates a packet of a known flow. `Ok(true)` when it was one.
+#[inline(always)]
+fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<bool, DropReason> {
+    if let Some(e) = nat::lookup(key) {
+        nat::apply(ctx, ip, key, &e)?;
+        return Ok(true);
+    }
+    match conntrack::find(key, ip, ctx.len())? {
+        Tracked::No => Ok(false),
+        Tracked::Untranslated => Ok(true),
+        Tracked::Lost { translated, pub_id } => {
+            let e = nat::create_fixed(key, &translated, 0, pub_id)?;
+            nat::apply(ctx, ip, key, &e)?;
+            Ok(true)
+        }
+    }
+}
+
+/// What the wan sends.
+#[inline(always)]
+pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
+    if parse::eth(ctx)?.proto != ETH_P_IP {
+        return Ok(PASS);
+    }
+    let mut ip = parse::ipv4(ctx)?;
+    if ip.kind == L4Kind::IcmpError {
+        return match icmp::handle(ctx, &ip)? {
+            ErrorVerdict::Translated => Ok(PASS),
+            ErrorVerdict::Untranslated => guard_containers(&ip, DropReason::WanToContainer),
+        };
+    }
+    if !frag::track(&mut ip) {
+        return guard_containers(&ip, DropReason::FragUnknown);
+    }
+    let key = ip.key();
+    if known_flow(ctx, &ip, &key)? {
+        return Ok(PASS);
+    }
+    if ip.kind == L4Kind::Ports
+        && let Some(t) = ports::lookup(ip.proto, ip.daddr_be, ip.dport_be)
+    {
+        // The client keeps its address: only the destination changes.
+        let translated = FlowKey {
+            daddr_be: t.ip_be,
+            dport_be: t.port_be,
+            ..key
+        };
+        let e = nat::create_fixed(&key, &translated, 0, t.pub_id)?;
+        nat::apply(ctx, &ip, &key, &e)?;
+        return Ok(PASS);
+    }
+    guard_containers(&ip, DropReason::WanToContainer)
+}
+
+/// What leaves for the wan.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> Result<i32, DropReason> {
+    if parse::eth(ctx)?.proto != ETH_P_IP {
+        return Ok(PASS);
+    }
+    let mut ip = parse::ipv4(ctx)?;
+    let known = if ip.kind == L4Kind::IcmpError {
+        matches!(icmp::handle(ctx, &ip)?, ErrorVerdict::Translated)
+    } else if frag::track(&mut ip) {
+        known_flow(ctx, &ip, &ip.key())?
+    } else {
+        false
+    };
+    if known {
+        return Ok(PASS);
+    }
+    // A new flow: the host's own traffic passes, containers' is masqueraded.
+    let Some(net_id) = isolation::network_of(ip.saddr_be) else {
+        return Ok(PASS);
+    };
+    if ports::is_local(ip.saddr_be) {
+        return Ok(PASS);
+    }
+    // SAFETY: the value is copied out at once.
+    let Some(net) = unsafe { NETD_NETWORKS.get(&net_id) }.copied() else {
+        return Ok(PASS);
+    };
+    if net.flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    masquerade(ctx, &ip, net.flags & NET_F_MASQUERADE != 0)
+}
+
+/// Starts a flow from a container out through the uplink: masqueraded, or only tracked
+/// (so that its replies may come back) when the network does not masquerade.
+#[inline(always)]
+fn masquerade(ctx: &TcContext, ip: &Ip4, enabled: bool) -> Result<i32, DropReason> {
+    match ip.kind {
+        L4Kind::Ports | L4Kind::IcmpEcho => {}
+        L4Kind::LaterFragment => return Err(DropReason::FragUnknown),
+        // Errors about flows netd does not know, other protocols: no ports to map.
+        L4Kind::IcmpError | L4Kind::Other if enabled => return Err(DropReason::NatUnsupported),
+        L4Kind::IcmpError | L4Kind::Other => return Ok(PASS),
+    }
+    let key = ip.key();
+    if !enabled {
+        conntrack::create(&key, &key, ip, false, 0)?;
+        return Ok(PASS);
+    }
+    let cfg = nat::config();
+    if cfg.snat_ip_be == 0 {
+        return Err(DropReason::NatExhausted);
+    }
+    let t = FlowKey {
+        saddr_be: cfg.snat_ip_be,
+        ..key
+    };
+    let e = nat::create_snat(&key, &t, 0, 0, &cfg)?;
+    nat::apply(ctx, ip, &key, &e)?;
+    Ok(PASS)
+}
