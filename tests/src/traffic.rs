@@ -40,71 +40,80 @@ pub struct Server {
     /// The address it listens on (the real port when bound to port 0).
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<anyhow::Result<anyhow::Result<Received>>>,
+    handle: Bound<Received>,
+}
+
+/// The thread of [`spawn_bound`]: the outer result is entering the namespace.
+pub type Bound<T> = thread::JoinHandle<anyhow::Result<anyhow::Result<T>>>;
+
+/// Open a socket inside the namespace at `netns` on a thread of its own (`open` returns
+/// it and the address it is bound to), then `serve` it on that thread. Returns once the
+/// socket is bound, so that a client can connect at once, or with the error of binding.
+pub fn spawn_bound<S, T, O, F>(
+    netns: &Path,
+    open: O,
+    serve: F,
+) -> anyhow::Result<(SocketAddr, Bound<T>)>
+where
+    O: FnOnce() -> anyhow::Result<(S, SocketAddr)> + Send + 'static,
+    F: FnOnce(S) -> anyhow::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let handle = spawn_in_netns(netns, move || match open() {
+        Ok((socket, addr)) => {
+            let _ = ready_tx.send(Ok(addr));
+            serve(socket)
+        }
+        Err(e) => {
+            let _ = ready_tx.send(Err(anyhow!("{e:#}")));
+            Err(e)
+        }
+    })?;
+    let context = || format!("starting a server in {}", netns.display());
+    match ready_rx.recv_timeout(IO_TIMEOUT) {
+        Ok(bound) => Ok((bound.with_context(context)?, handle)),
+        // The thread ended without reporting: it could not enter the namespace.
+        Err(_) => match handle.join() {
+            Ok(Err(e)) => Err(e).with_context(context),
+            _ => Err(anyhow!("the server thread ended early")).with_context(context),
+        },
+    }
 }
 
 impl Server {
     /// A TCP server in `netns` on `bind` that accepts one connection, reads until the
     /// client shuts down its side, echoes everything back and closes.
     pub fn tcp(netns: &Path, bind: SocketAddr) -> anyhow::Result<Server> {
-        Self::start(netns, bind, |addr, stop, ready| {
-            let listener = TcpListener::bind(addr).with_context(|| format!("binding TCP {addr}"));
-            let listener = match listener {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready.send(Err(anyhow!("{e:#}")));
-                    return Err(e);
-                }
-            };
-            let _ = ready.send(listener.local_addr().context("local_addr"));
-            serve_tcp_once(&listener, &stop)
+        let open = move || {
+            let listener =
+                TcpListener::bind(bind).with_context(|| format!("binding TCP {bind}"))?;
+            let addr = listener.local_addr().context("local_addr")?;
+            Ok((listener, addr))
+        };
+        Self::start(netns, open, |listener, stop| {
+            serve_tcp_once(&listener, stop)
         })
     }
 
     /// A UDP server in `netns` on `bind` that echoes every datagram and reports the first.
     pub fn udp(netns: &Path, bind: SocketAddr) -> anyhow::Result<Server> {
-        Self::start(netns, bind, |addr, stop, ready| {
-            let socket = match UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = ready.send(Err(anyhow!("{e:#}")));
-                    return Err(e);
-                }
-            };
-            let _ = ready.send(socket.local_addr().context("local_addr"));
-            serve_udp(&socket, &stop)
-        })
+        let open = move || {
+            let socket = UdpSocket::bind(bind).with_context(|| format!("binding UDP {bind}"))?;
+            let addr = socket.local_addr().context("local_addr")?;
+            Ok((socket, addr))
+        };
+        Self::start(netns, open, |socket, stop| serve_udp(&socket, stop))
     }
 
-    fn start<F>(netns: &Path, bind: SocketAddr, body: F) -> anyhow::Result<Server>
+    fn start<S, O, F>(netns: &Path, open: O, serve: F) -> anyhow::Result<Server>
     where
-        F: FnOnce(
-                SocketAddr,
-                Arc<AtomicBool>,
-                mpsc::Sender<anyhow::Result<SocketAddr>>,
-            ) -> anyhow::Result<Received>
-            + Send
-            + 'static,
+        O: FnOnce() -> anyhow::Result<(S, SocketAddr)> + Send + 'static,
+        F: FnOnce(S, &AtomicBool) -> anyhow::Result<Received> + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
         let thread_stop = stop.clone();
-        let handle = spawn_in_netns(netns, move || body(bind, thread_stop, ready_tx))?;
-        // The server is bound before start returns, so a client can connect at once.
-        let addr = match ready_rx.recv_timeout(IO_TIMEOUT) {
-            Ok(addr) => addr?,
-            Err(_) => {
-                // Entering the namespace failed before the server could report.
-                let joined = handle
-                    .join()
-                    .map_err(|_| anyhow!("server thread panicked"))?;
-                return Err(joined
-                    .err()
-                    .unwrap_or_else(|| anyhow!("server did not start")))
-                .with_context(|| format!("starting a server in {}", netns.display()));
-            }
-        };
+        let (addr, handle) = spawn_bound(netns, open, move |s| serve(s, &thread_stop))?;
         Ok(Server { addr, stop, handle })
     }
 

@@ -9,7 +9,7 @@ use netd_tests::{
 
 /// Run `netd ARGS...`, expect it refused with `code`, naming `names` and one of `problem`,
 /// and expect nothing changed.
-fn refused(lab: &Lab, args: &[&str], code: i32, names: &[&str], problem: &[&str]) {
+fn refused_args(lab: &Lab, args: &[&str], code: i32, names: &[&str], problem: &[&str]) {
     let before = lab.snapshot();
     let out = lab.netd(args);
     assert_refused(&out, code, names, problem);
@@ -21,61 +21,36 @@ fn refused(lab: &Lab, args: &[&str], code: i32, names: &[&str], problem: &[&str]
     );
 }
 
+/// [`refused_args`] with the arguments as one line split at spaces.
+fn refused(lab: &Lab, line: &str, code: i32, names: &[&str], problem: &[&str]) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    refused_args(lab, &args, code, names, problem);
+}
+
 const NOT_FOUND: &[&str] = &["not found", "no such", "unknown", "does not exist"];
 const EXISTS: &[&str] = &["already exists", "already in use", "exists"];
 const INVALID: &[&str] = &["invalid", "malformed", "not a valid"];
+const OUTSIDE: &[&str] = &["outside", "doesn't contain", "does not contain", "not in"];
 
 #[test]
 fn unknown_networks_and_endpoints_are_not_found() {
     let lab = Lab::new();
     lab.network_create("app", &["--subnet", "10.30.0.0/24"]);
     let a = lab.name("a");
-    refused(
-        &lab,
-        &["endpoint", "create", &a, "--network", "nosuch"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
-    refused(
-        &lab,
-        &["network", "rm", "nosuch"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
-    refused(
-        &lab,
-        &["network", "inspect", "nosuch"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
-    refused(
-        &lab,
-        &["endpoint", "rm", "nosuch"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
-    refused(
-        &lab,
-        &["endpoint", "inspect", "nosuch"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
-    refused(
-        &lab,
-        &["port", "publish", "nosuch", "8080:80"],
-        EXIT_API,
-        &["nosuch"],
-        NOT_FOUND,
-    );
+    for line in [
+        format!("endpoint create {a} --network nosuch"),
+        "network rm nosuch".into(),
+        "network inspect nosuch".into(),
+        "endpoint rm nosuch".into(),
+        "endpoint inspect nosuch".into(),
+        "port publish nosuch 8080:80".into(),
+    ] {
+        refused(&lab, &line, EXIT_API, &["nosuch"], NOT_FOUND);
+    }
     lab.endpoint_create(&a, "app", &[]);
     refused(
         &lab,
-        &["endpoint", "connect", &a, "nosuch"],
+        &format!("endpoint connect {a} nosuch"),
         EXIT_API,
         &["nosuch"],
         NOT_FOUND,
@@ -88,7 +63,7 @@ fn duplicate_names_are_refused() {
     lab.network_create("dup", &["--subnet", "10.31.0.0/24"]);
     refused(
         &lab,
-        &["network", "create", "dup", "--subnet", "10.32.0.0/24"],
+        "network create dup --subnet 10.32.0.0/24",
         EXIT_API,
         &["dup"],
         EXISTS,
@@ -97,7 +72,7 @@ fn duplicate_names_are_refused() {
     lab.endpoint_create(&a, "dup", &[]);
     refused(
         &lab,
-        &["endpoint", "create", &a, "--network", "dup"],
+        &format!("endpoint create {a} --network dup"),
         EXIT_API,
         &[&a],
         EXISTS,
@@ -111,72 +86,33 @@ fn subnet_and_gateway_errors() {
     let overlap = &["overlap"];
     refused(
         &lab,
-        &["network", "create", "wide", "--subnet", "10.33.0.0/16"],
+        "network create wide --subnet 10.33.0.0/16",
         EXIT_API,
         &["10.33.0.0/16"],
         overlap,
     );
     refused(
         &lab,
-        &["network", "create", "same", "--subnet", "10.33.0.0/24"],
+        "network create same --subnet 10.33.0.0/24",
         EXIT_API,
         &["10.33.0.0/24"],
         overlap,
     );
-    refused(
-        &lab,
-        &[
-            "network",
-            "create",
-            "gw",
-            "--subnet",
-            "10.34.0.0/24",
-            "--gateway",
-            "10.35.0.1",
-        ],
-        EXIT_API,
-        &["10.35.0.1"],
-        &["outside", "doesn't contain", "does not contain", "not in"],
-    );
+    let gw_outside = "network create gw --subnet 10.34.0.0/24 --gateway 10.35.0.1";
+    refused(&lab, gw_outside, EXIT_API, &["10.35.0.1"], OUTSIDE);
     for bad in ["10.0.0.0/33", "banana", "10.0.0.1/24", "10.0.0/24"] {
         refused(
             &lab,
-            &["network", "create", "bad", "--subnet", bad],
+            &format!("network create bad --subnet {bad}"),
             EXIT_API,
             &[bad],
             INVALID,
         );
     }
-    refused(
-        &lab,
-        &[
-            "network",
-            "create",
-            "bad",
-            "--subnet",
-            "10.36.0.0/24",
-            "--gateway",
-            "10.36.0.x",
-        ],
-        EXIT_API,
-        &["10.36.0.x"],
-        INVALID,
-    );
-    refused(
-        &lab,
-        &[
-            "network",
-            "create",
-            "bad",
-            "--subnet",
-            "10.36.0.0/24",
-            "--ip-range",
-            "10.37.0.0/25",
-        ],
-        EXIT_API,
-        &["10.37.0.0/25"],
-        &["outside", "doesn't contain", "does not contain", "not in"],
-    );
+    let bad_gw = "network create bad --subnet 10.36.0.0/24 --gateway 10.36.0.x";
+    refused(&lab, bad_gw, EXIT_API, &["10.36.0.x"], INVALID);
+    let range_outside = "network create bad --subnet 10.36.0.0/24 --ip-range 10.37.0.0/25";
+    refused(&lab, range_outside, EXIT_API, &["10.37.0.0/25"], OUTSIDE);
 }
 
 #[test]
@@ -184,82 +120,39 @@ fn address_errors() {
     let lab = Lab::new();
     lab.network_create("app", &["--subnet", "10.38.0.0/24"]);
     let (a, b) = (lab.name("a"), lab.name("b"));
+    let create = |name: &str, opts: &str| format!("endpoint create {name} --network app {opts}");
     refused(
         &lab,
-        &[
-            "endpoint",
-            "create",
-            &a,
-            "--network",
-            "app",
-            "--ip",
-            "10.99.0.5",
-        ],
+        &create(&a, "--ip 10.99.0.5"),
         EXIT_API,
         &["10.99.0.5"],
-        &["outside", "not in", "doesn't contain", "does not contain"],
+        OUTSIDE,
     );
     refused(
         &lab,
-        &[
-            "endpoint",
-            "create",
-            &a,
-            "--network",
-            "app",
-            "--ip",
-            "10.38.0.300",
-        ],
+        &create(&a, "--ip 10.38.0.300"),
         EXIT_API,
         &["10.38.0.300"],
         INVALID,
     );
     lab.endpoint_create(&a, "app", &["--ip", "10.38.0.10"]);
+    let in_use = &["in use", "already"];
     refused(
         &lab,
-        &[
-            "endpoint",
-            "create",
-            &b,
-            "--network",
-            "app",
-            "--ip",
-            "10.38.0.10",
-        ],
+        &create(&b, "--ip 10.38.0.10"),
         EXIT_API,
         &["10.38.0.10"],
-        &["in use", "already"],
+        in_use,
     );
-    refused(
-        &lab,
-        &[
-            "endpoint",
-            "create",
-            &b,
-            "--network",
-            "app",
-            "--mac",
-            "zz:42:0a:26:00:0b",
-        ],
-        EXIT_API,
-        &["zz:42:0a:26:00:0b"],
-        INVALID,
-    );
-    refused(
-        &lab,
-        &[
-            "endpoint",
-            "create",
-            &b,
-            "--network",
-            "app",
-            "--mac",
-            "02:42:0a",
-        ],
-        EXIT_API,
-        &["02:42:0a"],
-        INVALID,
-    );
+    for mac in ["zz:42:0a:26:00:0b", "02:42:0a"] {
+        refused(
+            &lab,
+            &create(&b, &format!("--mac {mac}")),
+            EXIT_API,
+            &[mac],
+            INVALID,
+        );
+    }
 }
 
 #[test]
@@ -268,9 +161,10 @@ fn an_exhausted_subnet_is_refused() {
     // A /30 holds the gateway and one endpoint.
     lab.network_create("tiny", &["--subnet", "10.39.0.0/30"]);
     lab.endpoint_create(&lab.name("a"), "tiny", &[]);
+    let line = format!("endpoint create {} --network tiny", lab.name("b"));
     refused(
         &lab,
-        &["endpoint", "create", &lab.name("b"), "--network", "tiny"],
+        &line,
         EXIT_API,
         &["tiny"],
         &["no free", "exhausted", "full"],
@@ -285,7 +179,7 @@ fn a_network_with_endpoints_is_not_removed() {
     lab.endpoint_create(&a, "busy", &[]);
     refused(
         &lab,
-        &["network", "rm", "busy"],
+        "network rm busy",
         EXIT_API,
         &["busy", &a],
         &["endpoint"],
@@ -298,50 +192,38 @@ fn malformed_port_specs_are_refused() {
     lab.network_create("app", &["--subnet", "10.41.0.0/24"]);
     let a = lab.name("a");
     lab.endpoint_create(&a, "app", &[]);
-    for (spec, names) in [
-        ("80:abc", &["abc"][..]),
-        ("70000", &["70000"]),
-        ("80/sctp", &["sctp"]),
-        ("90-80", &["90-80"]),
-        ("1.2.3:8080:80", &["1.2.3"]),
-        ("", &[]),
+    for (spec, name) in [
+        ("80:abc", "abc"),
+        ("70000", "70000"),
+        ("80/sctp", "sctp"),
+        ("90-80", "90-80"),
+        ("1.2.3:8080:80", "1.2.3"),
     ] {
         refused(
             &lab,
-            &["port", "publish", &a, spec],
+            &format!("port publish {a} {spec}"),
             EXIT_API,
-            names,
+            &[name],
             INVALID,
         );
     }
+    refused_args(&lab, &["port", "publish", &a, ""], EXIT_API, &[], INVALID);
     // A conflicting publication is refused too (its own kind of error).
     lab.netd_ok(&["port", "publish", &a, "8080:80"]);
+    let conflict = &["conflict", "already", "in use"];
     refused(
         &lab,
-        &["port", "publish", &a, "8080:81"],
+        &format!("port publish {a} 8080:81"),
         EXIT_API,
         &["8080"],
-        &["conflict", "already", "in use"],
+        conflict,
     );
     // `netd run -p` takes the same spec and creates nothing when it is bad.
-    let r = lab.name("r");
-    refused(
-        &lab,
-        &[
-            "run",
-            "--name",
-            &r,
-            "--network",
-            "app",
-            "-p",
-            "80:abc",
-            "--",
-            "true",
-        ],
-        EXIT_API,
-        &["abc"],
-        INVALID,
+    let run = format!(
+        "run --name {} --network app -p 80:abc -- true",
+        lab.name("r")
     );
+    refused(&lab, &run, EXIT_API, &["abc"], INVALID);
 }
 
 #[test]
@@ -349,21 +231,21 @@ fn malformed_options_are_usage_errors() {
     let lab = Lab::new();
     refused(
         &lab,
-        &["network", "create", "n", "--icc", "maybe"],
+        "network create n --icc maybe",
         EXIT_USAGE,
         &["maybe"],
         INVALID,
     );
     refused(
         &lab,
-        &["network", "create", "n", "--mtu", "big"],
+        "network create n --mtu big",
         EXIT_USAGE,
         &["big"],
         INVALID,
     );
     refused(
         &lab,
-        &["network", "create", "n", "--mtu", "20"],
+        "network create n --mtu 20",
         EXIT_API,
         &["20"],
         &["out of range", "invalid"],

@@ -36,23 +36,37 @@ fn assert_connected(lab: &Lab, p: &Pair) {
     assert_eq!(got.peer.ip(), p.a_ip);
 }
 
-#[test]
-fn a_graceful_restart_keeps_everything() {
+/// How the daemon goes down before it is started again.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGTERM: it must exit cleanly.
+    Graceful,
+    /// SIGKILL: it gets no chance to clean up or save anything.
+    Kill9,
+}
+
+/// Whichever way the daemon stops, the network keeps working while it is down and the
+/// restarted daemon has the same state and keeps its allocations.
+fn restart_keeps_everything(how: Stop) {
     let mut lab = Lab::new();
     let pair = setup(&lab);
     assert_connected(&lab, &pair);
     let before = lab.snapshot();
 
-    let status = lab.daemon_mut().stop().unwrap();
-    assert!(
-        status.success(),
-        "the daemon should exit cleanly on SIGTERM: {status}"
-    );
-    // Stopping the daemon does not take the network down.
+    match how {
+        Stop::Graceful => {
+            let status = lab.daemon_mut().stop().unwrap();
+            assert!(
+                status.success(),
+                "the daemon should exit cleanly on SIGTERM: {status}"
+            );
+        }
+        Stop::Kill9 => lab.daemon_mut().kill9().unwrap(),
+    }
     assert_connected(&lab, &pair);
     lab.daemon_mut().restart().unwrap();
 
-    assert_eq!(lab.snapshot(), before);
+    assert_eq!(lab.snapshot(), before, "after {how:?}");
     assert_connected(&lab, &pair);
     // IPAM kept its allocations: a new endpoint gets a third address.
     let c = first_ip(&lab.endpoint_create(&lab.name("c"), "app", &[]));
@@ -60,19 +74,13 @@ fn a_graceful_restart_keeps_everything() {
 }
 
 #[test]
+fn a_graceful_restart_keeps_everything() {
+    restart_keeps_everything(Stop::Graceful);
+}
+
+#[test]
 fn a_restart_after_kill_9_keeps_everything() {
-    let mut lab = Lab::new();
-    let pair = setup(&lab);
-    let before = lab.snapshot();
-
-    lab.daemon_mut().kill9().unwrap();
-    assert_connected(&lab, &pair);
-    lab.daemon_mut().restart().unwrap();
-
-    assert_eq!(lab.snapshot(), before);
-    assert_connected(&lab, &pair);
-    let c = first_ip(&lab.endpoint_create(&lab.name("c"), "app", &[]));
-    assert!(c != pair.a_ip && c != pair.b_ip, "{c} was handed out twice");
+    restart_keeps_everything(Stop::Kill9);
 }
 
 #[test]

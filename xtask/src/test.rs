@@ -51,8 +51,9 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             packages: &["netd-tests"],
             threads: args.threads.unwrap_or((cpus * 2).min(4)),
         },
-        // Issue 4: the benchmark's smoke test (`cargo xtask bench --quick`, which asserts
-        // that every scenario produced numbers) joins these suites once `bench` exists.
+        // Issue 4 hook: the benchmark's smoke test, `cargo xtask bench --quick` (it
+        // asserts that every scenario produced numbers, never speed), belongs here as a
+        // third step once both dataplanes carry the bench's traffic.
     ];
     let mut failed = Vec::new();
     for suite in &suites {

@@ -9,14 +9,13 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     thread,
     time::Duration,
 };
 
 use anyhow::{Context as _, anyhow};
-use netd_tests::{netns::spawn_in_netns, traffic::tcp_request};
+use netd_tests::traffic::{Bound, spawn_bound, tcp_request};
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,33 +23,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A running demo server; stopped and joined on drop.
 pub struct DemoServer {
     stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<anyhow::Result<()>>>,
+    handle: Option<Bound<()>>,
 }
 
 impl DemoServer {
     /// Serve on `bind` inside the namespace at `netns`, answering as `name`.
     pub fn start(netns: &Path, name: &str, bind: SocketAddr) -> anyhow::Result<DemoServer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
         let (thread_stop, name) = (stop.clone(), name.to_string());
-        let handle = spawn_in_netns(netns, move || {
-            let listener = TcpListener::bind(bind)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .with_context(|| format!("binding {bind}"));
-            match listener {
-                Ok(listener) => {
-                    let _ = ready_tx.send(Ok(()));
-                    serve(&listener, &name, &thread_stop);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
+        let open = move || {
+            let listener = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
+            listener
+                .set_nonblocking(true)
+                .context("nonblocking listener")?;
+            Ok((listener, bind))
+        };
+        let (_, handle) = spawn_bound(netns, open, move |listener| {
+            serve(&listener, &name, &thread_stop);
+            Ok(())
         })?;
-        let ready = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| anyhow!("the demo server in {} did not start", netns.display()))?;
-        ready.with_context(|| format!("demo server in {}", netns.display()))?;
         Ok(DemoServer {
             stop,
             handle: Some(handle),
