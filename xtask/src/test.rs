@@ -60,7 +60,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         eprintln!("[test] {}", suite.name);
         let mut cmd = cargo::cargo();
-        cmd.arg("test");
+        // Every test binary runs even when an earlier one failed: one report with all.
+        cmd.args(["test", "--no-fail-fast"]);
         for p in suite.packages {
             cmd.args(["-p", p]);
         }
