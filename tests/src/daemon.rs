@@ -44,6 +44,9 @@ pub struct DaemonOptions {
 }
 
 /// A running (or stopped, restartable) `netd daemon`.
+///
+/// The daemon dies with the thread that started it (PR_SET_PDEATHSIG), so that a killed
+/// test leaves no daemon behind: start, restart and keep it on the thread that owns it.
 pub struct Daemon {
     opts: DaemonOptions,
     child: Option<Child>,

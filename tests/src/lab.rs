@@ -69,9 +69,8 @@ impl LabConfig {
 /// too.
 pub struct Lab {
     prefix: String,
+    /// Taken first on drop, so that the daemon never sees its namespace vanish.
     daemon: Option<Daemon>,
-    // Declared after the daemon: dropped after it, so the daemon never sees its
-    // namespace vanish while it runs.
     host: NetnsGuard,
     wan: NetnsGuard,
 }
