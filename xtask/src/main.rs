@@ -20,7 +20,11 @@ use clap::{Parser, Subcommand};
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "netd's developer commands")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "netd's developer commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
