@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use netd_tests::{
     Lab, LabConfig,
-    lab::HOST_ADDR,
+    lab::{HOST_ADDR, UPLINK},
     process::{Output, ip, netns_exec},
 };
 
@@ -159,6 +159,14 @@ pub fn route_wan_via_host(lab: &Lab, cidr: &str) {
         "via",
         &HOST_ADDR.to_string(),
     ]);
+}
+
+/// Add `cidr` to the host's uplink as a secondary address, then restart the daemon, which
+/// learns the uplink's addresses when it starts.
+pub fn add_uplink_addr(lab: &mut Lab, cidr: &str) {
+    ip_ok(&["-n", lab.host().name(), "addr", "add", cidr, "dev", UPLINK]);
+    lab.daemon_mut().stop().expect("stopping the daemon");
+    lab.daemon_mut().restart().expect("restarting the daemon");
 }
 
 /// A network `name` with `subnet` and extra `netd network create` arguments.
