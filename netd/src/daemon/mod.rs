@@ -21,6 +21,7 @@ use crate::{
     dataplane::{
         Dataplane, DataplaneKind, UplinkView,
         ebpf::{EbpfConfig, EbpfDataplane},
+        iptables::{IptablesConfig, IptablesDataplane},
     },
     model::{DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, PortRange},
     netlink::{Netlink, Netns},
@@ -152,7 +153,7 @@ fn open_dataplane(cfg: &DaemonConfig) -> anyhow::Result<Box<dyn Dataplane>> {
             nat_max: cfg.nat_max,
             snat_ports: cfg.snat_ports,
         })?)),
-        DataplaneKind::Iptables => Err(anyhow!("the iptables dataplane is not available yet")),
+        DataplaneKind::Iptables => Ok(Box::new(IptablesDataplane::new(IptablesConfig::default()))),
     }
 }
 
@@ -206,7 +207,7 @@ pub fn cleanup(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     match cfg.dataplane {
         DataplaneKind::Ebpf => EbpfDataplane::cleanup(&cfg.bpffs)?,
-        DataplaneKind::Iptables => return Err(anyhow!("the iptables dataplane is not available yet")),
+        DataplaneKind::Iptables => IptablesDataplane::cleanup()?,
     }
     Ok(())
 }
