@@ -204,7 +204,7 @@ fn plan_table(current: &Ruleset, table: Table, desired: &[Rule]) -> Vec<Op> {
         } else {
             own.entry(r.chain.to_string())
                 .or_default()
-                .push(r.spec_text());
+                .push(r.spec.clone());
         }
     }
     if table == Table::Filter && !exists(CH_USER) {
@@ -216,7 +216,7 @@ fn plan_table(current: &Ruleset, table: Table, desired: &[Rule]) -> Vec<Op> {
         if base.contains_key(chain) || exists(&mirror) {
             let specs = base
                 .get(chain)
-                .map(|rs| rs.iter().map(|r| r.spec_text()).collect())
+                .map(|rs| rs.iter().map(|r| r.spec.clone()).collect())
                 .unwrap_or_default();
             own.insert(mirror, specs);
         }
@@ -242,13 +242,13 @@ fn plan_base_chain(current: &Ruleset, table: Table, chain: &str, want: &[&Rule])
     let ours = current
         .chain(table, &mirror_chain(chain))
         .unwrap_or_default();
-    let mut wanted: HashMap<String, usize> = HashMap::new();
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
     for r in want {
         *wanted.entry(r.spec_text()).or_default() += 1;
     }
     let mut ops = Vec::new();
     for spec in ours {
-        match wanted.get_mut(spec) {
+        match wanted.get_mut(spec.as_str()) {
             Some(n) if *n > 0 => *n -= 1,
             _ => {
                 if let Some(i) = have.iter().position(|h| h == spec) {
@@ -265,15 +265,15 @@ fn plan_base_chain(current: &Ruleset, table: Table, chain: &str, want: &[&Rule])
     let mut top = 1;
     for r in want {
         let spec = r.spec_text();
-        let here = present.get_mut(spec.as_str()).filter(|n| **n > 0);
+        let here = present.get_mut(spec).filter(|n| **n > 0);
         let found = here.map(|n| *n -= 1).is_some();
         if r.is_jump() {
             if !found {
-                ops.push(Op::Insert(chain.to_string(), top, spec));
+                ops.push(Op::Insert(chain.to_string(), top, spec.to_string()));
             }
             top += 1;
         } else if !found {
-            ops.push(Op::Append(chain.to_string(), spec));
+            ops.push(Op::Append(chain.to_string(), spec.to_string()));
         }
     }
     ops

@@ -179,7 +179,7 @@ fn assert_converged(set: &Ruleset, desired: &[Rule]) {
             let want: Vec<String> = desired
                 .iter()
                 .filter(|r| r.table == t && r.chain == *c)
-                .map(Rule::spec_text)
+                .map(|r| r.spec.clone())
                 .collect();
             assert_eq!(set.chain(t, c).unwrap(), want, "{t} {c}");
         }
@@ -187,7 +187,7 @@ fn assert_converged(set: &Ruleset, desired: &[Rule]) {
             let want: Vec<String> = desired
                 .iter()
                 .filter(|r| r.table == t && r.chain == *c)
-                .map(Rule::spec_text)
+                .map(|r| r.spec.clone())
                 .collect();
             let have = set.chain(t, c).unwrap();
             for w in &want {

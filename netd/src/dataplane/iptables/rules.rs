@@ -23,7 +23,7 @@
 //! a shifted DNAT range (`ip:X-Y/A`, DNAT revision 2, Linux 4.19) when host and container
 //! ports differ, so port A+i still reaches X+i.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{collections::HashSet, fmt, net::Ipv4Addr};
 
 use crate::model::{Network, PortRange, Proto, Publication};
 
@@ -82,33 +82,38 @@ pub const CH_INTERNAL: &str = "DOCKER-INTERNAL";
 /// never touches its content.
 pub const CH_USER: &str = "DOCKER-USER";
 
-/// One rule: `-A <chain> <spec...>` in `table`, in iptables-save's canonical spelling so
+/// One rule: `-A <chain> <spec>` in `table`, in iptables-save's canonical spelling so
 /// that what netd writes compares equal to what the kernel reports back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     pub table: Table,
     pub chain: &'static str,
-    pub spec: Vec<String>,
+    /// The arguments after the chain name, separated by single spaces. Kept as one string
+    /// because it is compared and written as text; 30,000 rules are rebuilt per change.
+    pub spec: String,
 }
 
 impl Rule {
-    /// Build a rule from a spec written as one string; arguments are separated by single
-    /// spaces (interface names and addresses never contain whitespace).
+    /// Build a rule; runs of whitespace in `spec` become single spaces (interface names
+    /// and addresses never contain whitespace).
     pub fn new(table: Table, chain: &'static str, spec: impl AsRef<str>) -> Self {
-        Rule {
-            table,
-            chain,
-            spec: spec
-                .as_ref()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-        }
+        let spec = spec.as_ref();
+        let spec = if spec.contains("  ") || spec.starts_with(' ') || spec.ends_with(' ') {
+            spec.split_whitespace().collect::<Vec<_>>().join(" ")
+        } else {
+            spec.to_string()
+        };
+        Rule { table, chain, spec }
     }
 
     /// The arguments after the chain name, as iptables-save prints them.
-    pub fn spec_text(&self) -> String {
-        self.spec.join(" ")
+    pub fn spec_text(&self) -> &str {
+        &self.spec
+    }
+
+    /// The arguments one by one.
+    pub fn args(&self) -> impl Iterator<Item = &str> {
+        self.spec.split(' ')
     }
 
     /// Whether the rule lives in a built-in chain shared with other software.
@@ -119,13 +124,9 @@ impl Rule {
     /// Whether the rule jumps to one of netd's chains (or DOCKER-USER): such rules go at
     /// the top of their base chain, as Docker inserts them.
     pub fn is_jump(&self) -> bool {
-        match self.spec.iter().position(|a| a == "-j") {
-            Some(i) => self
-                .spec
-                .get(i + 1)
-                .is_some_and(|t| t == CH_USER || self.table.own_chains().contains(&t.as_str())),
-            None => false,
-        }
+        let mut args = self.args().skip_while(|a| *a != "-j").skip(1);
+        args.next()
+            .is_some_and(|t| t == CH_USER || self.table.own_chains().contains(&t))
     }
 }
 
@@ -243,24 +244,26 @@ pub fn build(input: &RuleInput<'_>) -> Vec<Rule> {
     let mut rules = raw_rules(&maps);
     rules.extend(filter_rules(input.networks, &maps));
     rules.extend(nat_rules(input, &maps));
-    // Several host ports onto one container port need its ACCEPT and hairpin rule once
-    // (Docker checks that a rule exists before adding it). Keeping them derived from the
-    // whole state means removing one publication never removes a rule another needs.
-    let mut seen = std::collections::HashSet::new();
-    rules.retain(|r| seen.insert(r.clone()));
     rules
+}
+
+/// Identifies the rules that depend only on the container side of a mapping. Several
+/// host ports onto one container port need its ACCEPT and hairpin rule once (Docker checks
+/// that a rule exists before adding it); keeping the rules derived from the whole state
+/// means removing one publication never removes a rule another one needs.
+type ContainerPort<'a> = (Ipv4Addr, &'a str, Proto, PortRange);
+
+fn container_port<'a>(m: &Mapping<'a>) -> ContainerPort<'a> {
+    (m.ip, m.net.bridge.as_str(), m.proto, m.container)
 }
 
 fn raw_rules(maps: &[Mapping<'_>]) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
+    let mut seen = HashSet::new();
     for m in maps {
-        let direct = Rule::new(
-            Table::Raw,
-            "PREROUTING",
-            format!("-d {}/32 ! -i {} -j DROP", m.ip, m.net.bridge),
-        );
-        if !rules.contains(&direct) {
-            rules.push(direct);
+        if seen.insert((m.ip, m.net.bridge.as_str())) {
+            let spec = format!("-d {}/32 ! -i {} -j DROP", m.ip, m.net.bridge);
+            rules.push(Rule::new(Table::Raw, "PREROUTING", spec));
         }
         if m.host_ip.is_some_and(|ip| ip.is_loopback()) {
             let ip = m.host_ip.unwrap_or(Ipv4Addr::LOCALHOST);
@@ -278,7 +281,8 @@ fn filter_rules(networks: &[Network], maps: &[Mapping<'_>]) -> Vec<Rule> {
         f("FORWARD", format!("-j {CH_FORWARD}")),
     ];
     // Docker inserts each published port's ACCEPT at the head of DOCKER: newest first.
-    for m in maps.iter().rev() {
+    let mut seen = HashSet::new();
+    for m in maps.iter().rev().filter(|m| seen.insert(container_port(m))) {
         let spec = format!(
             "-d {}/32 ! -i {br} -o {br} {} -j ACCEPT",
             m.ip,
@@ -363,7 +367,8 @@ fn nat_rules(input: &RuleInput<'_>, maps: &[Mapping<'_>]) -> Vec<Rule> {
             ));
         }
     }
-    for m in maps {
+    let mut seen = HashSet::new();
+    for m in maps.iter().filter(|m| seen.insert(container_port(m))) {
         let spec = format!(
             "-s {ip}/32 -d {ip}/32 {} -j MASQUERADE",
             m.proto_match(m.container),
