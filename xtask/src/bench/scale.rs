@@ -111,11 +111,29 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
             );
             break;
         }
+        // The measured port is published last, so it sits at the end of iptables' chain.
+        let target = format!("{TARGET_PORT}:{}/tcp", Service::Crr.port());
+        if let Err(e) = cx.netd().and_then(|n| n.publish(&server_ep, &target)) {
+            cx.fail(
+                Scenario::Scale,
+                &format!("publish the measured port at {level}"),
+                &e,
+            );
+            break;
+        }
         if cx.wants(Scenario::Scale) {
             scale_level(&mut cx, level);
         }
         if cx.wants(Scenario::Programming) && level > 1 {
-            probes(&mut cx, extras);
+            probes(&mut cx, level);
+        }
+        // Unpublished again so that at the next level it is again the last one.
+        if let Err(e) = cx
+            .netd()
+            .and_then(|n| n.unpublish(&server_ep, Some(&target)))
+        {
+            cx.fail(Scenario::Scale, "unpublish the measured port", &e);
+            break;
         }
     }
     if cx.wants(Scenario::Memory) {
@@ -178,20 +196,13 @@ fn fill(cx: &mut Ctx<'_>, have: &mut u32, want: u32, level: Option<u32>) -> Resu
     Ok(())
 }
 
-/// CRR to the last-published port with `level` ports published.
+/// CRR to the last-published port (published by the caller) with `level` published.
 fn scale_level(cx: &mut Ctx<'_>, level: u32) {
-    let server_ep = cx.topo.server_ep.clone();
-    let spec = format!("{TARGET_PORT}:{}/tcp", Service::Crr.port());
     let label = if level == 1 {
         "1 port".to_string()
     } else {
         format!("{} ports", thousands(level))
     };
-    let published = cx.netd().and_then(|n| n.publish(&server_ep, &spec));
-    if let Err(e) = published {
-        cx.fail(Scenario::Scale, &format!("{label} connections"), &e);
-        return;
-    }
     let addr = std::net::SocketAddr::from((HOST_ADDR, TARGET_PORT));
     match traffic::crr_to(&cx.topo.dnat.client_path(), addr, cx.opts.duration, &label) {
         Ok(readings) => {
@@ -200,9 +211,6 @@ fn scale_level(cx: &mut Ctx<'_>, level: u32) {
             }
         }
         Err(e) => cx.fail(Scenario::Scale, &format!("{label} connections"), &e),
-    }
-    if let Err(e) = cx.netd().and_then(|n| n.unpublish(&server_ep, Some(&spec))) {
-        cx.fail(Scenario::Scale, "unpublish the measured port", &e);
     }
 }
 
