@@ -22,12 +22,25 @@ impl Inner {
     pub(crate) async fn endpoint_create(&mut self, req: EndpointCreate) -> Result<EndpointInfo> {
         names::validate_name("endpoint", &req.name)?;
         if self.state.endpoint(&req.name).is_some() {
-            return Err(Error::Conflict(format!("endpoint {} already exists", req.name)));
+            return Err(Error::Conflict(format!(
+                "endpoint {} already exists",
+                req.name
+            )));
         }
-        let net = self.network(req.network.as_deref().unwrap_or(DEFAULT_NETWORK))?.clone();
-        let attachment = self.plan_attachment(&req.name, &net, req.ip.as_deref(), req.mac.as_deref(), "eth0")?;
+        let net = self
+            .network(req.network.as_deref().unwrap_or(DEFAULT_NETWORK))?
+            .clone();
+        let attachment = self.plan_attachment(
+            &req.name,
+            &net,
+            req.ip.as_deref(),
+            req.mac.as_deref(),
+            "eth0",
+        )?;
         let mut undo = UndoLog::default();
-        let result = self.create_endpoint_objects(&req, &net, &attachment, &mut undo).await;
+        let result = self
+            .create_endpoint_objects(&req, &net, &attachment, &mut undo)
+            .await;
         let (endpoint, undo) = self.rollback_on_err(result, undo).await?;
         let mut next = self.state.clone();
         next.ipam_cursor.insert(net.name.clone(), attachment.ip);
@@ -38,20 +51,39 @@ impl Inner {
     }
 
     /// Address, MAC and interface names of a new attachment; touches nothing.
-    fn plan_attachment(&self, endpoint: &str, net: &Network, ip: Option<&str>, mac: Option<&str>, ifname: &str) -> Result<Attachment> {
+    fn plan_attachment(
+        &self,
+        endpoint: &str,
+        net: &Network,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        ifname: &str,
+    ) -> Result<Attachment> {
         let requested = ip
-            .map(|s| s.parse::<Ipv4Addr>().map_err(|_| Error::Invalid(format!("invalid IP address {s:?}"))))
+            .map(|s| {
+                s.parse::<Ipv4Addr>()
+                    .map_err(|_| Error::Invalid(format!("invalid IP address {s:?}")))
+            })
             .transpose()?;
-        let on_net: Vec<&Attachment> = self.state.endpoints_on(&net.name).filter_map(|e| e.attachment(&net.name)).collect();
+        let on_net: Vec<&Attachment> = self
+            .state
+            .endpoints_on(&net.name)
+            .filter_map(|e| e.attachment(&net.name))
+            .collect();
         let used: BTreeSet<Ipv4Addr> = on_net.iter().map(|a| a.ip).collect();
         let cursor = self.state.ipam_cursor.get(&net.name).copied();
         let ip = ipam::allocate(net, &used, cursor, requested)?;
         let mac = match mac {
-            Some(s) => s.parse::<MacAddr>().map_err(|e| Error::Invalid(e.to_string()))?,
+            Some(s) => s
+                .parse::<MacAddr>()
+                .map_err(|e| Error::Invalid(e.to_string()))?,
             None => MacAddr::from_ipv4(ip),
         };
         if on_net.iter().any(|a| a.mac == mac) {
-            return Err(Error::Conflict(format!("MAC address {mac} is already in use on network {}", net.name)));
+            return Err(Error::Conflict(format!(
+                "MAC address {mac} is already in use on network {}",
+                net.name
+            )));
         }
         Ok(Attachment {
             network: net.name.clone(),
@@ -62,7 +94,13 @@ impl Inner {
         })
     }
 
-    async fn create_endpoint_objects(&mut self, req: &EndpointCreate, net: &Network, att: &Attachment, undo: &mut UndoLog) -> Result<Endpoint> {
+    async fn create_endpoint_objects(
+        &mut self,
+        req: &EndpointCreate,
+        net: &Network,
+        att: &Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<Endpoint> {
         let (netns, handle) = match &req.netns {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -90,12 +128,24 @@ impl Inner {
                 (NetnsRef { path, owned: true }, ns)
             }
         };
-        self.attach(&req.name, &handle, net, att, true, undo).await?;
-        Ok(Endpoint { name: req.name.clone(), netns, attachments: vec![att.clone()] })
+        self.attach(&req.name, &handle, net, att, true, undo)
+            .await?;
+        Ok(Endpoint {
+            name: req.name.clone(),
+            netns,
+            attachments: vec![att.clone()],
+        })
     }
 
-    /// Plug one attachment in: veth pair, then the dataplane.
-    pub(crate) async fn attach(&mut self, endpoint: &str, ns: &Netns, net: &Network, att: &Attachment, default_route: bool, undo: &mut UndoLog) -> Result<()> {
+    /// Create the veth pair of one attachment, configured inside the namespace.
+    /// Returns the host end's and the bridge's ifindexes.
+    pub(crate) async fn plug(
+        &self,
+        ns: &Netns,
+        net: &Network,
+        att: &Attachment,
+        default_route: bool,
+    ) -> Result<(u32, u32)> {
         let bridge_ifindex = self.ifindex(&net.bridge).await?;
         let addr = Ipv4Net::new(att.ip, net.subnet.prefix_len())
             .map_err(|e| Error::Internal(format!("address of {}: {e}", att.host_ifname)))?;
@@ -113,8 +163,28 @@ impl Inner {
                 mtu: net.mtu,
             })
             .await?;
+        Ok((host_ifindex, bridge_ifindex))
+    }
+
+    /// Plug one attachment in: veth pair, then the dataplane.
+    pub(crate) async fn attach(
+        &mut self,
+        endpoint: &str,
+        ns: &Netns,
+        net: &Network,
+        att: &Attachment,
+        default_route: bool,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        let (host_ifindex, bridge_ifindex) = self.plug(ns, net, att, default_route).await?;
         undo.push(Undo::DeleteLink(att.host_ifname.clone()));
-        self.dataplane.add_endpoint(&EndpointView { endpoint, network: net, attachment: att, host_ifindex, bridge_ifindex })?;
+        self.dataplane.add_endpoint(&EndpointView {
+            endpoint,
+            network: net,
+            attachment: att,
+            host_ifindex,
+            bridge_ifindex,
+        })?;
         undo.push(Undo::DataplaneEndpoint {
             endpoint: endpoint.to_string(),
             network: net.clone(),
@@ -128,15 +198,34 @@ impl Inner {
     /// Take one attachment out of the dataplane and delete its veth pair. Idempotent.
     pub(crate) async fn detach(&mut self, endpoint: &str, att: &Attachment) -> Result<()> {
         let net = self.network(&att.network)?.clone();
-        let host_ifindex = self.netlink.link_by_name(&att.host_ifname).await?.map(|l| l.index).unwrap_or(0);
-        let bridge_ifindex = self.netlink.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or(0);
-        self.dataplane.remove_endpoint(&EndpointView { endpoint, network: &net, attachment: att, host_ifindex, bridge_ifindex })?;
+        let host_ifindex = self
+            .netlink
+            .link_by_name(&att.host_ifname)
+            .await?
+            .map(|l| l.index)
+            .unwrap_or(0);
+        let bridge_ifindex = self
+            .netlink
+            .link_by_name(&net.bridge)
+            .await?
+            .map(|l| l.index)
+            .unwrap_or(0);
+        self.dataplane.remove_endpoint(&EndpointView {
+            endpoint,
+            network: &net,
+            attachment: att,
+            host_ifindex,
+            bridge_ifindex,
+        })?;
         self.netlink.delete_link(&att.host_ifname).await?;
         Ok(())
     }
 
     /// Withdraw every publication matching `pred` from the dataplane.
-    pub(crate) fn unpublish_where(&mut self, pred: impl Fn(&crate::model::Publication) -> bool) -> Result<()> {
+    pub(crate) fn unpublish_where(
+        &mut self,
+        pred: impl Fn(&crate::model::Publication) -> bool,
+    ) -> Result<()> {
         let state = self.state.clone();
         for p in state.publications.iter().filter(|p| pred(p)) {
             self.dataplane.unpublish(&publication_view(p, &state)?)?;
@@ -145,7 +234,11 @@ impl Inner {
     }
 
     pub(crate) async fn endpoint_remove(&mut self, name: &str) -> Result<()> {
-        let endpoint = self.state.endpoint(name).ok_or_else(|| Error::not_found("endpoint", name))?.clone();
+        let endpoint = self
+            .state
+            .endpoint(name)
+            .ok_or_else(|| Error::not_found("endpoint", name))?
+            .clone();
         // Teardown is idempotent, so on failure the state keeps the endpoint and `rm`
         // can simply be retried.
         self.unpublish_where(|p| p.endpoint == name)?;
@@ -167,20 +260,41 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) async fn endpoint_connect(&mut self, name: &str, req: EndpointConnect) -> Result<EndpointInfo> {
-        let endpoint = self.state.endpoint(name).ok_or_else(|| Error::not_found("endpoint", name))?.clone();
+    pub(crate) async fn endpoint_connect(
+        &mut self,
+        name: &str,
+        req: EndpointConnect,
+    ) -> Result<EndpointInfo> {
+        let endpoint = self
+            .state
+            .endpoint(name)
+            .ok_or_else(|| Error::not_found("endpoint", name))?
+            .clone();
         let net = self.network(&req.network)?.clone();
         if endpoint.attachment(&net.name).is_some() {
-            return Err(Error::Conflict(format!("endpoint {name} is already connected to network {}", net.name)));
+            return Err(Error::Conflict(format!(
+                "endpoint {name} is already connected to network {}",
+                net.name
+            )));
         }
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| endpoint.attachments.iter().all(|a| &a.ifname != n))
             .expect("an unused ethN exists");
-        let att = self.plan_attachment(name, &net, req.ip.as_deref(), req.mac.as_deref(), &ifname)?;
+        let att =
+            self.plan_attachment(name, &net, req.ip.as_deref(), req.mac.as_deref(), &ifname)?;
         let ns = Netns::open(&endpoint.netns.path)?;
         let mut undo = UndoLog::default();
-        let result = self.attach(name, &ns, &net, &att, endpoint.attachments.is_empty(), &mut undo).await;
+        let result = self
+            .attach(
+                name,
+                &ns,
+                &net,
+                &att,
+                endpoint.attachments.is_empty(),
+                &mut undo,
+            )
+            .await;
         let ((), undo) = self.rollback_on_err(result, undo).await?;
         let mut next = self.state.clone();
         next.ipam_cursor.insert(net.name.clone(), att.ip);
@@ -192,18 +306,31 @@ impl Inner {
         self.endpoint_info(name)
     }
 
-    pub(crate) async fn endpoint_disconnect(&mut self, name: &str, network: &str) -> Result<EndpointInfo> {
-        let endpoint = self.state.endpoint(name).ok_or_else(|| Error::not_found("endpoint", name))?.clone();
+    pub(crate) async fn endpoint_disconnect(
+        &mut self,
+        name: &str,
+        network: &str,
+    ) -> Result<EndpointInfo> {
+        let endpoint = self
+            .state
+            .endpoint(name)
+            .ok_or_else(|| Error::not_found("endpoint", name))?
+            .clone();
         self.network(network)?;
         let att = endpoint
             .attachment(network)
-            .ok_or_else(|| Error::Conflict(format!("endpoint {name} is not connected to network {network}")))?
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "endpoint {name} is not connected to network {network}"
+                ))
+            })?
             .clone();
         // Like Docker, ports published on that network go with it.
         self.unpublish_where(|p| p.endpoint == name && p.network == network)?;
         self.detach(name, &att).await?;
         let mut next = self.state.clone();
-        next.publications.retain(|p| !(p.endpoint == name && p.network == network));
+        next.publications
+            .retain(|p| !(p.endpoint == name && p.network == network));
         if let Some(e) = next.endpoints.iter_mut().find(|e| e.name == name) {
             e.attachments.retain(|a| a.network != network);
         }

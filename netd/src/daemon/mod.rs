@@ -30,7 +30,10 @@ use crate::{
 
 /// Host ports chosen for specs without one: the Linux default ephemeral range, as Docker
 /// uses.
-const AUTO_HOST_PORTS: PortRange = PortRange { start: 32768, end: 60999 };
+const AUTO_HOST_PORTS: PortRange = PortRange {
+    start: 32768,
+    end: 60999,
+};
 
 /// Everything `netd daemon` is started with.
 #[derive(Debug, Clone)]
@@ -72,7 +75,10 @@ impl DaemonConfig {
             dataplane: DataplaneKind::Ebpf,
             default_network: true,
             snat_ip: None,
-            snat_ports: PortRange { start: 61000, end: 65535 },
+            snat_ports: PortRange {
+                start: 61000,
+                end: 65535,
+            },
             conntrack_max: 262_144,
             nat_max: 262_144,
         }
@@ -116,7 +122,10 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
         uplink: uplink.clone(),
         auto_ports: AUTO_HOST_PORTS,
     };
-    inner.reconcile().await.context("reconciling the host with the saved state")?;
+    inner
+        .reconcile()
+        .await
+        .context("reconciling the host with the saved state")?;
     if first_start && cfg.default_network && inner.state.network(DEFAULT_NETWORK).is_none() {
         inner
             .network_create(NetworkCreate {
@@ -165,17 +174,23 @@ async fn find_uplink(netlink: &Netlink, cfg: &DaemonConfig) -> anyhow::Result<Up
             .await?
             .ok_or_else(|| anyhow!("uplink interface {name} does not exist"))?,
         None => {
-            let index = netlink
-                .default_route_ifindex()
-                .await?
-                .ok_or_else(|| anyhow!("there is no IPv4 default route to take the uplink from; pass --uplink IFACE"))?;
+            let index = netlink.default_route_ifindex().await?.ok_or_else(|| {
+                anyhow!(
+                    "there is no IPv4 default route to take the uplink from; pass --uplink IFACE"
+                )
+            })?;
             netlink
                 .link_by_index(index)
                 .await?
                 .ok_or_else(|| anyhow!("the default route's interface {index} vanished"))?
         }
     };
-    let addrs = netlink.ipv4_addrs(link.index).await?.into_iter().map(|a| a.addr()).collect();
+    let addrs = netlink
+        .ipv4_addrs(link.index)
+        .await?
+        .into_iter()
+        .map(|a| a.addr())
+        .collect();
     Ok(UplinkView {
         ifindex: link.index,
         ifname: link.name,
@@ -187,7 +202,10 @@ async fn find_uplink(netlink: &Netlink, cfg: &DaemonConfig) -> anyhow::Result<Up
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         // Without signal handlers the daemon still stops on SIGKILL; keep serving.
         std::future::pending::<()>().await;
         return;

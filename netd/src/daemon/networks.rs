@@ -35,22 +35,32 @@ impl Inner {
     async fn plan_network(&self, req: &NetworkCreate) -> Result<Network> {
         names::validate_name("network", &req.name)?;
         if self.state.network(&req.name).is_some() {
-            return Err(Error::Conflict(format!("network {} already exists", req.name)));
+            return Err(Error::Conflict(format!(
+                "network {} already exists",
+                req.name
+            )));
         }
         let existing = &self.state.networks;
         let subnet = match &req.subnet {
             Some(s) => s.clone(),
             None => ipam::choose_subnet(existing)?.to_string(),
         };
-        let (subnet, gateway, ip_range) =
-            ipam::validate_network(&subnet, req.gateway.as_deref(), req.ip_range.as_deref(), existing)?;
+        let (subnet, gateway, ip_range) = ipam::validate_network(
+            &subnet,
+            req.gateway.as_deref(),
+            req.ip_range.as_deref(),
+            existing,
+        )?;
         let bridge = match &req.bridge {
             Some(b) => b.clone(),
             None => default_bridge_name(&req.name),
         };
         names::validate_ifname("bridge", &bridge)?;
         if let Some(other) = existing.iter().find(|n| n.bridge == bridge) {
-            return Err(Error::Conflict(format!("bridge {bridge} is already used by network {}", other.name)));
+            return Err(Error::Conflict(format!(
+                "bridge {bridge} is already used by network {}",
+                other.name
+            )));
         }
         if self.netlink.link_by_name(&bridge).await?.is_some() {
             return Err(Error::Conflict(format!(
@@ -59,9 +69,17 @@ impl Inner {
         }
         let mtu = req.mtu.unwrap_or(1500);
         if !(68..=65535).contains(&mtu) {
-            return Err(Error::Invalid(format!("MTU {mtu} is out of range: it must be between 68 and 65535")));
+            return Err(Error::Invalid(format!(
+                "MTU {mtu} is out of range: it must be between 68 and 65535"
+            )));
         }
-        let id = existing.iter().map(|n| n.id + 1).max().unwrap_or(1).max(self.state.next_network_id).max(1);
+        let id = existing
+            .iter()
+            .map(|n| n.id + 1)
+            .max()
+            .unwrap_or(1)
+            .max(self.state.next_network_id)
+            .max(1);
         Ok(Network {
             name: req.name.clone(),
             id,
@@ -81,23 +99,38 @@ impl Inner {
     pub(crate) async fn apply_network(&mut self, net: &Network, undo: &mut UndoLog) -> Result<()> {
         let gateway = Ipv4Net::new(net.gateway, net.subnet.prefix_len())
             .map_err(|e| Error::Internal(format!("gateway of network {}: {e}", net.name)))?;
-        let index = self.netlink.ensure_bridge(&net.bridge, gateway, net.mtu).await?;
+        let index = self
+            .netlink
+            .ensure_bridge(&net.bridge, gateway, net.mtu)
+            .await?;
         undo.push(Undo::DeleteLink(net.bridge.clone()));
         self.dataplane.add_network(&network_view(net, index))?;
-        undo.push(Undo::DataplaneNetwork { network: net.clone(), bridge_ifindex: index });
+        undo.push(Undo::DataplaneNetwork {
+            network: net.clone(),
+            bridge_ifindex: index,
+        });
         Ok(())
     }
 
     pub(crate) async fn network_remove(&mut self, name: &str) -> Result<()> {
         let net = self.network(name)?.clone();
-        let users: Vec<&str> = self.state.endpoints_on(name).map(|e| e.name.as_str()).collect();
+        let users: Vec<&str> = self
+            .state
+            .endpoints_on(name)
+            .map(|e| e.name.as_str())
+            .collect();
         if !users.is_empty() {
             return Err(Error::Conflict(format!(
                 "network {name} has active endpoints ({}); remove or disconnect them first",
                 users.join(", ")
             )));
         }
-        let index = self.netlink.link_by_name(&net.bridge).await?.map(|l| l.index).unwrap_or(0);
+        let index = self
+            .netlink
+            .link_by_name(&net.bridge)
+            .await?
+            .map(|l| l.index)
+            .unwrap_or(0);
         self.dataplane.remove_network(&network_view(&net, index))?;
         if let Err(e) = self.netlink.delete_link(&net.bridge).await {
             // Put the network back into the dataplane: the bridge is still there.

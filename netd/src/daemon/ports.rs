@@ -35,7 +35,10 @@ impl Inner {
 
     /// Validate a publish request against the state; touches nothing.
     fn plan_publication(&self, req: &PortPublish) -> Result<Publication> {
-        let endpoint = self.state.endpoint(&req.endpoint).ok_or_else(|| Error::not_found("endpoint", &req.endpoint))?;
+        let endpoint = self
+            .state
+            .endpoint(&req.endpoint)
+            .ok_or_else(|| Error::not_found("endpoint", &req.endpoint))?;
         let spec: PortSpec = req.spec.parse()?;
         let network = match &req.network {
             Some(n) => n.clone(),
@@ -43,11 +46,19 @@ impl Inner {
                 .attachments
                 .first()
                 .map(|a| a.network.clone())
-                .ok_or_else(|| Error::Conflict(format!("endpoint {} is not connected to any network", endpoint.name)))?,
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "endpoint {} is not connected to any network",
+                        endpoint.name
+                    ))
+                })?,
         };
         let net = self.network(&network)?;
         if endpoint.attachment(&network).is_none() {
-            return Err(Error::Conflict(format!("endpoint {} is not connected to network {network}", endpoint.name)));
+            return Err(Error::Conflict(format!(
+                "endpoint {} is not connected to network {network}",
+                endpoint.name
+            )));
         }
         if net.internal {
             return Err(Error::Conflict(format!(
@@ -57,7 +68,8 @@ impl Inner {
         if let Some(ip) = spec.host_ip {
             self.check_host_ip(ip)?;
         }
-        let host_ports = portspec::resolve_host_ports(&spec, &self.state.publications, self.auto_ports)?;
+        let host_ports =
+            portspec::resolve_host_ports(&spec, &self.state.publications, self.auto_ports)?;
         // A host range onto one container port means "one free port of the range".
         let container_ports = if spec.container_ports.len() == host_ports.len() {
             spec.container_ports
@@ -90,7 +102,10 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn port_unpublish(&mut self, req: PortUnpublish) -> Result<Vec<PublicationInfo>> {
+    pub(crate) async fn port_unpublish(
+        &mut self,
+        req: PortUnpublish,
+    ) -> Result<Vec<PublicationInfo>> {
         if self.state.endpoint(&req.endpoint).is_none() {
             return Err(Error::not_found("endpoint", &req.endpoint));
         }
@@ -105,15 +120,29 @@ impl Inner {
                     s.proto == p.proto
                         && s.container_ports == p.container_ports
                         && s.host_ports.is_none_or(|h| h == p.host_ports)
-                        && s.host_ip.is_none_or(|ip| Some(ip) == p.host_ip || (ip.is_unspecified() && p.host_ip.is_none()))
+                        && s.host_ip.is_none_or(|ip| {
+                            Some(ip) == p.host_ip || (ip.is_unspecified() && p.host_ip.is_none())
+                        })
                 })
         };
-        let gone: Vec<Publication> = self.state.publications.iter().filter(|p| matches(p)).cloned().collect();
+        let gone: Vec<Publication> = self
+            .state
+            .publications
+            .iter()
+            .filter(|p| matches(p))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             let what = req.spec.as_deref().unwrap_or("any port");
-            return Err(Error::NotFound { kind: "publication", name: format!("{what} of endpoint {}", req.endpoint) });
+            return Err(Error::NotFound {
+                kind: "publication",
+                name: format!("{what} of endpoint {}", req.endpoint),
+            });
         }
-        let infos = gone.iter().map(|p| self.publication_info(p)).collect::<Result<Vec<_>>>()?;
+        let infos = gone
+            .iter()
+            .map(|p| self.publication_info(p))
+            .collect::<Result<Vec<_>>>()?;
         let mut undo = UndoLog::default();
         for p in &gone {
             let view = publication_view(p, &self.state)?;
@@ -122,7 +151,11 @@ impl Inner {
                 undo.rollback(&self.netlink, self.dataplane.as_mut()).await;
                 return Err(e.into());
             }
-            undo.push(Undo::DataplanePublish { publication: p.clone(), network, container_ip });
+            undo.push(Undo::DataplanePublish {
+                publication: p.clone(),
+                network,
+                container_ip,
+            });
         }
         let mut next = self.state.clone();
         next.publications.retain(|p| !matches(p));

@@ -13,7 +13,7 @@ use crate::{
     dataplane::{EndpointView, SyncView},
     error::{Error, Result},
     model::{Attachment, Endpoint},
-    netlink::{AttachRequest, Netns},
+    netlink::Netns,
 };
 
 impl Inner {
@@ -22,7 +22,9 @@ impl Inner {
         for net in self.state.networks.clone() {
             let gateway = Ipv4Net::new(net.gateway, net.subnet.prefix_len())
                 .map_err(|e| Error::Internal(format!("gateway of network {}: {e}", net.name)))?;
-            self.netlink.ensure_bridge(&net.bridge, gateway, net.mtu).await?;
+            self.netlink
+                .ensure_bridge(&net.bridge, gateway, net.mtu)
+                .await?;
         }
         let mut gone = Vec::new();
         for endpoint in self.state.endpoints.clone() {
@@ -44,7 +46,13 @@ impl Inner {
     }
 
     /// Recreate a veth pair that is missing or no longer on its bridge.
-    async fn repair_attachment(&mut self, endpoint: &Endpoint, ns: &Netns, att: &Attachment, default_route: bool) -> Result<()> {
+    async fn repair_attachment(
+        &mut self,
+        endpoint: &Endpoint,
+        ns: &Netns,
+        att: &Attachment,
+        default_route: bool,
+    ) -> Result<()> {
         let net = self.network(&att.network)?.clone();
         let bridge_ifindex = self.ifindex(&net.bridge).await?;
         match self.netlink.link_by_name(&att.host_ifname).await? {
@@ -56,21 +64,7 @@ impl Inner {
             None => {}
         }
         info!(endpoint = %endpoint.name, network = %net.name, "recreating a missing veth pair");
-        let addr = Ipv4Net::new(att.ip, net.subnet.prefix_len())
-            .map_err(|e| Error::Internal(format!("address of {}: {e}", att.host_ifname)))?;
-        self.netlink
-            .attach_endpoint(&AttachRequest {
-                netns: ns,
-                bridge_ifindex,
-                host_ifname: &att.host_ifname,
-                ifname: &att.ifname,
-                mac: att.mac,
-                addr,
-                gateway: net.gateway,
-                default_route,
-                mtu: net.mtu,
-            })
-            .await?;
+        self.plug(ns, &net, att, default_route).await?;
         Ok(())
     }
 
@@ -87,8 +81,10 @@ impl Inner {
             }
         }
         let mut next = self.state.clone();
-        next.endpoints.retain(|e| gone.iter().all(|g| g.name != e.name));
-        next.publications.retain(|p| gone.iter().all(|g| g.name != p.endpoint));
+        next.endpoints
+            .retain(|e| gone.iter().all(|g| g.name != e.name));
+        next.publications
+            .retain(|p| gone.iter().all(|g| g.name != p.endpoint));
         self.commit(next, UndoLog::default()).await
     }
 
@@ -97,11 +93,14 @@ impl Inner {
         let state = self.state.clone();
         let mut view = SyncView::default();
         for net in &state.networks {
-            view.networks.push(network_view(net, self.ifindex(&net.bridge).await?));
+            view.networks
+                .push(network_view(net, self.ifindex(&net.bridge).await?));
         }
         for endpoint in &state.endpoints {
             for att in &endpoint.attachments {
-                let network = state.network(&att.network).ok_or_else(|| Error::not_found("network", &att.network))?;
+                let network = state
+                    .network(&att.network)
+                    .ok_or_else(|| Error::not_found("network", &att.network))?;
                 view.endpoints.push(EndpointView {
                     endpoint: &endpoint.name,
                     network,

@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 use super::txn::UndoLog;
 use crate::{
     api::{Api, types::*},
-    dataplane::{Dataplane, DataplaneStats, EndpointView, Flow, NetworkView, PublicationView, UplinkView},
+    dataplane::{Dataplane, DataplaneStats, Flow, NetworkView, PublicationView, UplinkView},
     error::{Error, Result},
     model::{DesiredState, Network, PortRange, Publication},
     netlink::Netlink,
@@ -34,7 +34,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub(crate) fn new(inner: Inner, info: DaemonInfo) -> Self {
-        Daemon { inner: Mutex::new(inner), info }
+        Daemon {
+            inner: Mutex::new(inner),
+            info,
+        }
     }
 }
 
@@ -51,7 +54,11 @@ impl Inner {
     }
 
     /// Run `steps`; if they fail, reverse what they recorded and pass the error on.
-    pub(crate) async fn rollback_on_err<T>(&mut self, result: Result<T>, undo: UndoLog) -> Result<(T, UndoLog)> {
+    pub(crate) async fn rollback_on_err<T>(
+        &mut self,
+        result: Result<T>,
+        undo: UndoLog,
+    ) -> Result<(T, UndoLog)> {
         match result {
             Ok(v) => Ok((v, undo)),
             Err(e) => {
@@ -62,7 +69,9 @@ impl Inner {
     }
 
     pub(crate) fn network(&self, name: &str) -> Result<&Network> {
-        self.state.network(name).ok_or_else(|| Error::not_found("network", name))
+        self.state
+            .network(name)
+            .ok_or_else(|| Error::not_found("network", name))
     }
 
     /// The ifindex of a link netd manages; its absence is a broken host, not bad input.
@@ -75,10 +84,6 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn network_view_index(&self, net: &Network) -> Result<u32> {
-        self.ifindex(&net.bridge).await
-    }
-
     /// The address a publication forwards to.
     pub(crate) fn container_ip(&self, p: &Publication) -> Result<Ipv4Addr> {
         self.state
@@ -89,7 +94,10 @@ impl Inner {
     }
 
     pub(crate) fn publication_info(&self, p: &Publication) -> Result<PublicationInfo> {
-        Ok(PublicationInfo { publication: p.clone(), container_ip: self.container_ip(p)? })
+        Ok(PublicationInfo {
+            publication: p.clone(),
+            container_ip: self.container_ip(p)?,
+        })
     }
 
     pub(crate) fn network_info(&self, net: &Network) -> NetworkInfo {
@@ -98,29 +106,28 @@ impl Inner {
             .endpoints_on(&net.name)
             .filter_map(|e| e.attachment(&net.name).map(|a| (e.name.clone(), a.ip)))
             .collect();
-        NetworkInfo { network: net.clone(), endpoints }
+        NetworkInfo {
+            network: net.clone(),
+            endpoints,
+        }
     }
 
     pub(crate) fn endpoint_info(&self, name: &str) -> Result<EndpointInfo> {
-        let endpoint = self.state.endpoint(name).ok_or_else(|| Error::not_found("endpoint", name))?;
-        let publications = self.state.publications.iter().filter(|p| p.endpoint == name).cloned().collect();
-        Ok(EndpointInfo { endpoint: endpoint.clone(), publications })
-    }
-
-    /// Views of every attachment of `endpoint`, with their ifindexes.
-    pub(crate) async fn endpoint_views<'a>(&self, endpoint: &'a crate::model::Endpoint, state: &'a DesiredState) -> Result<Vec<EndpointView<'a>>> {
-        let mut views = Vec::new();
-        for att in &endpoint.attachments {
-            let network = state.network(&att.network).ok_or_else(|| Error::not_found("network", &att.network))?;
-            views.push(EndpointView {
-                endpoint: &endpoint.name,
-                network,
-                attachment: att,
-                host_ifindex: self.ifindex(&att.host_ifname).await?,
-                bridge_ifindex: self.ifindex(&network.bridge).await?,
-            });
-        }
-        Ok(views)
+        let endpoint = self
+            .state
+            .endpoint(name)
+            .ok_or_else(|| Error::not_found("endpoint", name))?;
+        let publications = self
+            .state
+            .publications
+            .iter()
+            .filter(|p| p.endpoint == name)
+            .cloned()
+            .collect();
+        Ok(EndpointInfo {
+            endpoint: endpoint.clone(),
+            publications,
+        })
     }
 
     async fn stats(&self) -> Result<DataplaneStats> {
@@ -138,18 +145,30 @@ impl Inner {
 }
 
 /// A publication together with what the dataplane needs to program it.
-pub(crate) fn publication_view<'a>(p: &'a Publication, state: &'a DesiredState) -> Result<PublicationView<'a>> {
-    let network = state.network(&p.network).ok_or_else(|| Error::not_found("network", &p.network))?;
+pub(crate) fn publication_view<'a>(
+    p: &'a Publication,
+    state: &'a DesiredState,
+) -> Result<PublicationView<'a>> {
+    let network = state
+        .network(&p.network)
+        .ok_or_else(|| Error::not_found("network", &p.network))?;
     let container_ip = state
         .endpoint(&p.endpoint)
         .and_then(|e| e.attachment(&p.network))
         .map(|a| a.ip)
         .ok_or_else(|| Error::Internal(format!("publication {p} has no endpoint address")))?;
-    Ok(PublicationView { publication: p, network, container_ip })
+    Ok(PublicationView {
+        publication: p,
+        network,
+        container_ip,
+    })
 }
 
 pub(crate) fn network_view(net: &Network, bridge_ifindex: u32) -> NetworkView<'_> {
-    NetworkView { network: net, bridge_ifindex }
+    NetworkView {
+        network: net,
+        bridge_ifindex,
+    }
 }
 
 impl Api for Daemon {
@@ -162,7 +181,12 @@ impl Api for Daemon {
     }
     async fn network_list(&self) -> Result<Vec<NetworkInfo>> {
         let inner = self.inner.lock().await;
-        Ok(inner.state.networks.iter().map(|n| inner.network_info(n)).collect())
+        Ok(inner
+            .state
+            .networks
+            .iter()
+            .map(|n| inner.network_info(n))
+            .collect())
     }
     async fn network_inspect(&self, name: String) -> Result<NetworkInfo> {
         let inner = self.inner.lock().await;
@@ -177,7 +201,12 @@ impl Api for Daemon {
     }
     async fn endpoint_list(&self) -> Result<Vec<EndpointInfo>> {
         let inner = self.inner.lock().await;
-        inner.state.endpoints.iter().map(|e| inner.endpoint_info(&e.name)).collect()
+        inner
+            .state
+            .endpoints
+            .iter()
+            .map(|e| inner.endpoint_info(&e.name))
+            .collect()
     }
     async fn endpoint_inspect(&self, name: String) -> Result<EndpointInfo> {
         self.inner.lock().await.endpoint_info(&name)
@@ -188,8 +217,16 @@ impl Api for Daemon {
     async fn endpoint_connect(&self, name: String, req: EndpointConnect) -> Result<EndpointInfo> {
         self.inner.lock().await.endpoint_connect(&name, req).await
     }
-    async fn endpoint_disconnect(&self, name: String, req: EndpointDisconnect) -> Result<EndpointInfo> {
-        self.inner.lock().await.endpoint_disconnect(&name, &req.network).await
+    async fn endpoint_disconnect(
+        &self,
+        name: String,
+        req: EndpointDisconnect,
+    ) -> Result<EndpointInfo> {
+        self.inner
+            .lock()
+            .await
+            .endpoint_disconnect(&name, &req.network)
+            .await
     }
 
     async fn port_publish(&self, req: PortPublish) -> Result<Vec<PublicationInfo>> {
@@ -200,7 +237,12 @@ impl Api for Daemon {
     }
     async fn port_list(&self) -> Result<Vec<PublicationInfo>> {
         let inner = self.inner.lock().await;
-        inner.state.publications.iter().map(|p| inner.publication_info(p)).collect()
+        inner
+            .state
+            .publications
+            .iter()
+            .map(|p| inner.publication_info(p))
+            .collect()
     }
 
     async fn stats(&self) -> Result<DataplaneStats> {

@@ -19,13 +19,30 @@ pub(crate) enum Undo {
     /// Remove a namespace netd created.
     RemoveNetns(PathBuf),
     /// Remove a network from the dataplane.
-    DataplaneNetwork { network: Network, bridge_ifindex: u32 },
+    DataplaneNetwork {
+        network: Network,
+        bridge_ifindex: u32,
+    },
     /// Remove an endpoint attachment from the dataplane.
-    DataplaneEndpoint { endpoint: String, network: Network, attachment: Attachment, host_ifindex: u32, bridge_ifindex: u32 },
+    DataplaneEndpoint {
+        endpoint: String,
+        network: Network,
+        attachment: Attachment,
+        host_ifindex: u32,
+        bridge_ifindex: u32,
+    },
     /// Withdraw a publication from the dataplane.
-    DataplaneUnpublish { publication: Publication, network: Network, container_ip: std::net::Ipv4Addr },
+    DataplaneUnpublish {
+        publication: Publication,
+        network: Network,
+        container_ip: std::net::Ipv4Addr,
+    },
     /// Put a publication back into the dataplane (undoing an unpublish).
-    DataplanePublish { publication: Publication, network: Network, container_ip: std::net::Ipv4Addr },
+    DataplanePublish {
+        publication: Publication,
+        network: Network,
+        container_ip: std::net::Ipv4Addr,
+    },
 }
 
 /// The steps taken so far, reversed on [`UndoLog::rollback`].
@@ -42,12 +59,28 @@ impl UndoLog {
     pub(crate) async fn rollback(self, netlink: &Netlink, dataplane: &mut dyn Dataplane) {
         for undo in self.0.into_iter().rev() {
             let result: Result<(), String> = match &undo {
-                Undo::DeleteLink(name) => netlink.delete_link(name).await.map(drop).map_err(|e| e.to_string()),
-                Undo::RemoveNetns(path) => Netns::remove_named(path).map_err(|e| e.to_string()),
-                Undo::DataplaneNetwork { network, bridge_ifindex } => dataplane
-                    .remove_network(&NetworkView { network, bridge_ifindex: *bridge_ifindex })
+                Undo::DeleteLink(name) => netlink
+                    .delete_link(name)
+                    .await
+                    .map(drop)
                     .map_err(|e| e.to_string()),
-                Undo::DataplaneEndpoint { endpoint, network, attachment, host_ifindex, bridge_ifindex } => dataplane
+                Undo::RemoveNetns(path) => Netns::remove_named(path).map_err(|e| e.to_string()),
+                Undo::DataplaneNetwork {
+                    network,
+                    bridge_ifindex,
+                } => dataplane
+                    .remove_network(&NetworkView {
+                        network,
+                        bridge_ifindex: *bridge_ifindex,
+                    })
+                    .map_err(|e| e.to_string()),
+                Undo::DataplaneEndpoint {
+                    endpoint,
+                    network,
+                    attachment,
+                    host_ifindex,
+                    bridge_ifindex,
+                } => dataplane
                     .remove_endpoint(&EndpointView {
                         endpoint,
                         network,
@@ -56,11 +89,27 @@ impl UndoLog {
                         bridge_ifindex: *bridge_ifindex,
                     })
                     .map_err(|e| e.to_string()),
-                Undo::DataplaneUnpublish { publication, network, container_ip } => dataplane
-                    .unpublish(&PublicationView { publication, network, container_ip: *container_ip })
+                Undo::DataplaneUnpublish {
+                    publication,
+                    network,
+                    container_ip,
+                } => dataplane
+                    .unpublish(&PublicationView {
+                        publication,
+                        network,
+                        container_ip: *container_ip,
+                    })
                     .map_err(|e| e.to_string()),
-                Undo::DataplanePublish { publication, network, container_ip } => dataplane
-                    .publish(&PublicationView { publication, network, container_ip: *container_ip })
+                Undo::DataplanePublish {
+                    publication,
+                    network,
+                    container_ip,
+                } => dataplane
+                    .publish(&PublicationView {
+                        publication,
+                        network,
+                        container_ip: *container_ip,
+                    })
                     .map_err(|e| e.to_string()),
             };
             if let Err(error) = result {
