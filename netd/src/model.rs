@@ -62,7 +62,9 @@ impl fmt::Display for MacAddr {
 
 /// Error for a string that is not a MAC address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex bytes separated by ':', e.g. 02:42:ac:11:00:02")]
+#[error(
+    "invalid MAC address {0:?}: expected six hex bytes separated by ':', e.g. 02:42:ac:11:00:02"
+)]
 pub struct MacParseError(pub String);
 
 impl FromStr for MacAddr {
@@ -175,7 +177,10 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> Self {
-        PortRange { start: port, end: port }
+        PortRange {
+            start: port,
+            end: port,
+        }
     }
     pub fn len(&self) -> u32 {
         u32::from(self.end) - u32::from(self.start) + 1
@@ -277,7 +282,14 @@ mod tests {
     #[test]
     fn mac_parse_rejects_garbage() {
         assert!("02:42:ac:11:00:02".parse::<MacAddr>().is_ok());
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "01:00:5e:00:00:01", "2:42:ac:11:00:02"] {
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "01:00:5e:00:00:01",
+            "2:42:ac:11:00:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
@@ -295,7 +307,12 @@ mod tests {
         let lo = Some(Ipv4Addr::LOCALHOST);
         assert!(p(None, 80, 90, Proto::Tcp).conflicts_with(&p(lo, 90, 95, Proto::Tcp)));
         assert!(!p(None, 80, 90, Proto::Tcp).conflicts_with(&p(None, 80, 90, Proto::Udp)));
-        assert!(!p(lo, 80, 80, Proto::Tcp).conflicts_with(&p(Some(Ipv4Addr::new(10, 0, 0, 1)), 80, 80, Proto::Tcp)));
+        assert!(!p(lo, 80, 80, Proto::Tcp).conflicts_with(&p(
+            Some(Ipv4Addr::new(10, 0, 0, 1)),
+            80,
+            80,
+            Proto::Tcp
+        )));
         assert!(!p(None, 80, 89, Proto::Tcp).conflicts_with(&p(None, 90, 99, Proto::Tcp)));
     }
 }

@@ -142,7 +142,11 @@ pub struct DataplaneError {
 
 impl DataplaneError {
     pub fn new(context: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        DataplaneError { context: context.into(), detail: detail.to_string(), full: false }
+        DataplaneError {
+            context: context.into(),
+            detail: detail.to_string(),
+            full: false,
+        }
     }
 }
 

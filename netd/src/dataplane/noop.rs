@@ -37,7 +37,10 @@ impl Dataplane for NoopDataplane {
         Ok(())
     }
     fn stats(&self) -> Result<DataplaneStats> {
-        Ok(DataplaneStats { dataplane: "noop".into(), ..Default::default() })
+        Ok(DataplaneStats {
+            dataplane: "noop".into(),
+            ..Default::default()
+        })
     }
     fn conntrack(&self) -> Result<Vec<Flow>> {
         Ok(Vec::new())
