@@ -58,7 +58,8 @@ pub fn iptables_save(counters: bool) -> Result<String> {
 /// atomically, and only the chains the script names are touched.
 pub fn iptables_restore(script: &str) -> Result<()> {
     let mut child = Command::new(IPTABLES_RESTORE)
-        .args(["--noflush", "--wait"])
+        // The xtables lock (iptables-legacy) is waited for, but not forever.
+        .args(["--noflush", "--wait", "10"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -133,9 +134,35 @@ pub fn enable_bridge_netfilter() -> Result<()> {
     write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
 }
 
+/// A kernel that never answers must fail the request, not hang the daemon.
+fn set_recv_timeout(sock: &Socket, timeout: std::time::Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: the fd is a live socket owned by `sock`; `tv` outlives the call and its size
+    // is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Send one request on a NETLINK_ROUTE or NETLINK_NETFILTER socket and wait for its ack.
 pub fn netlink_request(protocol: isize, msg: &[u8]) -> std::io::Result<()> {
     let mut sock = Socket::new(protocol)?;
+    set_recv_timeout(&sock, std::time::Duration::from_secs(5))?;
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;
     sock.send(msg, 0)?;
