@@ -122,7 +122,10 @@ impl Publications {
     }
 
     fn alloc(&mut self, maps: &mut Maps) -> Result<u32> {
-        let id = (1..MAX_PUBLICATIONS)
+        // Usually the one after the highest; a search only once ids wrap around.
+        let next = self.used.last().map_or(1, |l| l + 1);
+        let id = (next..MAX_PUBLICATIONS)
+            .chain(1..next)
             .find(|i| !self.used.contains(i))
             .ok_or_else(|| {
                 let mut e = DataplaneError::new(

@@ -8,6 +8,8 @@ mod harness;
 mod lab;
 mod packet;
 mod policy;
+mod topo;
+mod traffic;
 
 use std::net::Ipv4Addr;
 

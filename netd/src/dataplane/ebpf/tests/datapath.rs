@@ -449,3 +449,144 @@ fn exhausted_snat_ports_drop_new_flows_only() {
     });
     drop(bpffs);
 }
+
+#[test]
+fn gc_expires_flows_by_state_and_removes_their_translations() {
+    use crate::dataplane::ebpf::conntrack::{collect, monotonic_ns};
+    with_lab("gc", |lab| {
+        let c1 = lab.c1.ip;
+        let udp = Ip::new(c1, WAN, UDP, packet::udp(5200, 53, b"q"));
+        lab.up_out(&from_container(&lab.c1, &udp));
+        let syn = Ip::new(c1, WAN, TCP, packet::tcp(5201, 80, SYN, b""));
+        lab.up_out(&from_container(&lab.c1, &syn));
+        let rst = Ip::new(
+            WAN,
+            UPLINK_IP,
+            TCP,
+            packet::tcp(80, 5201, packet::RST | ACK, b""),
+        );
+        assert_eq!(parse(&lab.up_in(&on_uplink(&rst)).1).dst, c1);
+        let closed = lab.dp.conntrack().unwrap();
+        assert!(
+            closed
+                .iter()
+                .any(|f| f.proto == "tcp" && f.state == "closed"),
+            "{closed:?}"
+        );
+
+        let now = monotonic_ns();
+        let s = 1_000_000_000u64;
+        let maps = &mut lab.dp.maps;
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, now),
+            (0, 0),
+            "nothing expired yet"
+        );
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, now + 11 * s),
+            (1, 0),
+            "the reset TCP flow goes after 10 s"
+        );
+        let left = lab.dp.conntrack().unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].proto, "udp");
+        let maps = &mut lab.dp.maps;
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, now + 299 * s),
+            (0, 0),
+            "UDP lives 5 minutes"
+        );
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, now + 301 * s),
+            (1, 0)
+        );
+        assert_eq!(
+            maps.nat.keys().count(),
+            0,
+            "translations went with their flows"
+        );
+
+        // A translation whose conntrack entry vanished is collected after a grace period.
+        lab.up_out(&from_container(&lab.c1, &udp));
+        let key = lab.dp.maps.conntrack.keys().next().unwrap().unwrap();
+        lab.dp.maps.conntrack.remove(&key).unwrap();
+        let maps = &mut lab.dp.maps;
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, monotonic_ns()),
+            (0, 0)
+        );
+        assert_eq!(
+            collect(&mut maps.conntrack, &mut maps.nat, monotonic_ns() + 31 * s),
+            (0, 2)
+        );
+    });
+}
+
+#[test]
+fn ten_thousand_single_ports_and_a_full_range_table() {
+    use crate::model::{Proto, Publication};
+    with_lab("10k", |lab| {
+        let c2 = lab.c2.ip;
+        for i in 0..10_000u16 {
+            let p = Publication {
+                endpoint: "c2".into(),
+                network: "b".into(),
+                proto: Proto::Tcp,
+                host_ip: None,
+                host_ports: PortRange::single(30000 + i),
+                container_ports: PortRange::single(1000 + i),
+            };
+            lab.publish(p, c2);
+        }
+        for port in [30000u16, 34567, 39999] {
+            let syn = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(9000, port, SYN, b""));
+            let p = parse(&lab.up_in(&on_uplink(&syn)).1);
+            assert_eq!((p.dst, p.dport), (c2, port - 29000));
+        }
+        let stats = lab.dp.stats().unwrap();
+        let ports = stats.tables.iter().find(|t| t.name == "ports").unwrap();
+        assert_eq!(ports.entries, 10_002, "one entry per single port");
+
+        // Ranges: one entry each, at most MAX_PORT_RANGES; one more is a "full" error.
+        let range = |i: u16| Publication {
+            endpoint: "c2".into(),
+            network: "b".into(),
+            proto: Proto::Udp,
+            host_ip: None,
+            host_ports: PortRange {
+                start: 40000 + i * 10,
+                end: 40009 + i * 10,
+            },
+            container_ports: PortRange {
+                start: 2000,
+                end: 2009,
+            },
+        };
+        let net = lab.network("b").clone();
+        let max = netd_common::maps::MAX_PORT_RANGES as u16;
+        for i in 0..max - 1 {
+            lab.publish(range(i), c2);
+        }
+        let p = range(max);
+        let err = lab
+            .dp
+            .publish(&crate::dataplane::PublicationView {
+                publication: &p,
+                network: &net,
+                container_ip: c2,
+            })
+            .expect_err("the range table is full");
+        assert!(err.full, "{err}");
+        let q = Ip::new(
+            WAN,
+            UPLINK_IP,
+            UDP,
+            packet::udp(9000, 40000 + (max - 2) * 10 + 3, b"q"),
+        );
+        assert_eq!(
+            parse(&lab.up_in(&on_uplink(&q)).1).dport,
+            2003,
+            "the last range translates"
+        );
+    });
+}
