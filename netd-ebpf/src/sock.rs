@@ -15,9 +15,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::SockAddrContext,
 };
-use netd_common::sock::{
-    MAX_SOCK_REV, SockConfig, SockRevKey, SockRevValue, is_loopback,
-};
+use netd_common::sock::{MAX_SOCK_REV, SockConfig, SockRevKey, SockRevValue, is_loopback};
 
 use crate::ports;
 
@@ -84,9 +82,8 @@ fn served(ctx: &SockAddrContext) -> Option<*mut bpf_sock_addr> {
 fn to_container(ctx: &SockAddrContext) {
     let Some(sa) = served(ctx) else { return };
     // SAFETY: a valid context; these fields are readable in connect4 and sendmsg4.
-    let (proto, dst_be, dport_be) = unsafe {
-        ((*sa).protocol as u8, (*sa).user_ip4, (*sa).user_port as u16)
-    };
+    let (proto, dst_be, dport_be) =
+        unsafe { ((*sa).protocol as u8, (*sa).user_ip4, (*sa).user_port as u16) };
     // Loopback is never a packet's destination on the wire, so only the socket layer
     // may match it; other destinations must be host addresses, as on the wire.
     let target = if is_loopback(dst_be) {
@@ -102,7 +99,11 @@ fn to_container(ctx: &SockAddrContext) {
         container_port_be: t.port_be,
         _pad: 0,
     };
-    let orig = SockRevValue { host_ip_be: dst_be, host_port_be: dport_be, _pad: 0 };
+    let orig = SockRevValue {
+        host_ip_be: dst_be,
+        host_port_be: dport_be,
+        _pad: 0,
+    };
     // Without the reverse entry the process would see replies from an address it never
     // used and drop them; better to leave the syscall untranslated.
     if NETD_SOCK_REV.insert(&key, &orig, 0).is_err() {
@@ -130,7 +131,9 @@ fn to_published(ctx: &SockAddrContext) {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    let Some(orig) = (unsafe { NETD_SOCK_REV.get(&key) }).copied() else { return };
+    let Some(orig) = (unsafe { NETD_SOCK_REV.get(&key) }).copied() else {
+        return;
+    };
     // SAFETY: writable (4 bytes) in recvmsg4 and getpeername4.
     unsafe {
         (*sa).user_ip4 = orig.host_ip_be;

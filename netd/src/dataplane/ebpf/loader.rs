@@ -75,6 +75,10 @@ pub fn map_specs(cfg: &EbpfConfig) -> Vec<MapSpec> {
         spec::<FlowKey, NatEntry>(m::NAT, T::LruHash, cfg.nat_max),
         spec::<FragKey, FragPorts>(m::FRAGS, T::LruHash, m::MAX_FRAGS),
     ]
+    .into_iter()
+    // Host-local access (sock.rs): pinned with the rest so they survive a restart.
+    .chain(super::sock::map_specs())
+    .collect()
 }
 
 /// Typed handles to every map.

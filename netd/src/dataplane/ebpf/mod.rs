@@ -10,6 +10,7 @@ mod links;
 mod loader;
 mod netdev;
 mod publish;
+mod sock;
 mod stats;
 mod sys;
 mod tables;
