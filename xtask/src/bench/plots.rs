@@ -199,6 +199,7 @@ fn bars(area: &Area<'_>, title: &str, unit: &str, groups: &Groups, scale: f64) -
         .x_labels(n)
         .x_label_formatter(&fmt)
         .y_desc(unit)
+        .y_label_formatter(&axis_label)
         .label_style((FONT, 13))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -302,7 +303,9 @@ fn scale_lines(area: &Area<'_>, rec: &Recorder, what: &str, title: &str, unit: &
     chart
         .configure_mesh()
         .x_desc("published ports")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(unit)
+        .y_label_formatter(&axis_label)
         .label_style((FONT, 13))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -326,6 +329,15 @@ fn scale_lines(area: &Area<'_>, rec: &Recorder, what: &str, title: &str, unit: &
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     Ok(())
+}
+
+/// Axis numbers without needless decimals.
+fn axis_label(v: &f64) -> String {
+    if v.abs() >= 10.0 || *v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// "10,000 ports connections" with what = "connections" -> 10000.

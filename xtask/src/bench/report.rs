@@ -133,12 +133,7 @@ fn header(md: &mut String, info: &RunInfo) {
 /// One scenario: a row per metric, a column per variant, then the two ratios.
 fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) {
     let _ = writeln!(md, "## {}. {}\n", s.number(), s.title());
-    let mut metrics: Vec<(String, bool, &str)> = Vec::new();
-    for x in rec.samples.iter().filter(|x| x.scenario == s) {
-        if !metrics.iter().any(|m| m.0 == x.metric) {
-            metrics.push((x.metric.clone(), x.higher_is_better, x.unit));
-        }
-    }
+    let metrics = metric_order(rec, s);
     let _ = writeln!(
         md,
         "| metric | {} | ebpf/iptables | ebpf/limit |",
@@ -203,6 +198,31 @@ fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) 
         }
     }
     md.push('\n');
+}
+
+/// The scenario's metrics in the order they were measured. Each variant's own order is
+/// merged in, so a metric one variant failed to measure still lands in its place.
+fn metric_order(rec: &Recorder, s: Scenario) -> Vec<(String, bool, &'static str)> {
+    let mut order: Vec<(String, bool, &'static str)> = Vec::new();
+    for v in Variant::ALL {
+        let mut prev: Option<usize> = None;
+        for x in rec
+            .samples
+            .iter()
+            .filter(|x| x.scenario == s && x.variant == v)
+        {
+            let at = match order.iter().position(|m| m.0 == x.metric) {
+                Some(i) => i,
+                None => {
+                    let i = prev.map_or(0, |p| p + 1);
+                    order.insert(i, (x.metric.clone(), x.higher_is_better, x.unit));
+                    i
+                }
+            };
+            prev = Some(at);
+        }
+    }
+    order
 }
 
 fn cell(s: &Summary) -> String {
@@ -283,7 +303,7 @@ mod tests {
     fn table_has_medians_ratios_and_errors() {
         let mut rec = Recorder::new(2);
         let m = Metric::higher("1 stream", "Gbit/s");
-        for (v, a, b) in [(Variant::Ebpf, 20.0, 22.0), (Variant::Limit, 25.0, 25.0)] {
+        for (v, a, b) in [(Variant::Ebpf, 20.5, 22.5), (Variant::Limit, 25.0, 25.0)] {
             rec.record(1, v, Scenario::BulkDnat, &m, a, Value::Null);
             rec.record(2, v, Scenario::BulkDnat, &m, b, Value::Null);
         }
@@ -296,9 +316,33 @@ mod tests {
         );
         let mut md = String::new();
         scenario_table(&mut md, &info(), &rec, Scenario::BulkDnat);
-        assert!(md.contains("| 1 stream (Gbit/s) ↑ | 21.00 (20.00-22.00) | error: daemon has no iptables | 25.00 | - | 0.84 |"), "{md}");
+        assert!(md.contains("| 1 stream (Gbit/s) ↑ | 21.50 (20.50-22.50) | error: daemon has no iptables | 25 | - | 0.86 |"), "{md}");
         let mut md = String::new();
         scenario_table(&mut md, &info(), &rec, Scenario::Scale);
         assert!(md.contains("| (no numbers) | - | - | n/a |"), "{md}");
+    }
+
+    #[test]
+    fn metric_order_merges_variants() {
+        let mut rec = Recorder::new(1);
+        let m = |n: &str| Metric::higher(n, "1/s");
+        for n in ["b", "c"] {
+            rec.record(1, Variant::Ebpf, Scenario::Scale, &m(n), 1.0, Value::Null);
+        }
+        for n in ["a", "b", "c"] {
+            rec.record(
+                1,
+                Variant::Iptables,
+                Scenario::Scale,
+                &m(n),
+                1.0,
+                Value::Null,
+            );
+        }
+        let order: Vec<String> = metric_order(&rec, Scenario::Scale)
+            .into_iter()
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(order, ["a", "b", "c"]);
     }
 }

@@ -282,7 +282,7 @@ impl Recorder {
 /// Three significant digits or so, without exponent notation.
 pub fn fmt_value(v: f64) -> String {
     let a = v.abs();
-    if a >= 1000.0 || a == 0.0 {
+    if a >= 1000.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 100.0 {
         format!("{v:.1}")
