@@ -29,6 +29,21 @@ pub struct Icmp {
     pub seq: u16,
     /// Everything after the 8-byte ICMP header.
     pub body: Vec<u8>,
+    /// The whole ICMP message, header included (for checksum checks).
+    pub raw: Vec<u8>,
+}
+
+impl Icmp {
+    /// The ICMP checksum is right.
+    pub fn checksum_ok(&self) -> bool {
+        checksum(&self.raw) == 0
+    }
+
+    /// The quoted IPv4 header of an error message has a right checksum.
+    pub fn inner_ip_checksum_ok(&self) -> bool {
+        let ihl = usize::from(self.body.first().map_or(0, |b| b & 0x0f)) * 4;
+        ihl >= 20 && self.body.len() >= ihl && checksum(&self.body[..ihl]) == 0
+    }
 }
 
 /// A raw ICMP socket in a namespace. It receives a copy of every ICMP packet the
@@ -131,6 +146,7 @@ pub fn parse(pkt: &[u8]) -> Option<Icmp> {
         id: u16::from_be_bytes([icmp[4], icmp[5]]),
         seq: u16::from_be_bytes([icmp[6], icmp[7]]),
         body: icmp[8..].to_vec(),
+        raw: icmp.to_vec(),
     })
 }
 
