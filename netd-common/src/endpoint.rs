@@ -22,7 +22,9 @@ pub struct NetworkInfo {
     pub flags: u32,
     /// Source MAC for frames netd itself forwards into the network (the bridge's).
     pub bridge_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The network's MTU: larger packets take the host stack (which fragments or sends
+    /// "fragmentation needed") instead of netd's direct forwarding.
+    pub mtu: u16,
 }
 assert_size!(NetworkInfo, 28);
 

@@ -54,4 +54,4 @@ pub const MAX_FRAGS: u32 = 8192;
 
 /// Bumped whenever a map's key or value layout changes meaning without changing size, so
 /// that a restarted daemon does not reuse pinned maps it would misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;

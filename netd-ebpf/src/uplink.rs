@@ -10,7 +10,7 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, Tracked},
-    frag, icmp,
+    forward, frag, icmp,
     icmp::ErrorVerdict,
     isolation,
     maps::NETD_NETWORKS,
@@ -30,22 +30,29 @@ fn guard_containers(ip: &Ip4, reason: DropReason) -> Result<i32, DropReason> {
     Ok(PASS)
 }
 
-/// Translates a packet of a known flow. `Ok(true)` when it was one.
+/// Translates a packet of a known flow. `Ok(Some(dst))` when it was one, with its
+/// destination after translation.
 #[inline(always)]
-fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<bool, DropReason> {
+fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<u32>, DropReason> {
     if let Some(e) = nat::lookup(key) {
         nat::apply(ctx, ip, key, &e)?;
-        return Ok(true);
+        return Ok(Some(e.rewrite.daddr_be));
     }
     match conntrack::find(key, ip, ctx.len())? {
-        Tracked::No => Ok(false),
-        Tracked::Untranslated => Ok(true),
+        Tracked::No => Ok(None),
+        Tracked::Untranslated => Ok(Some(key.daddr_be)),
         Tracked::Lost { translated, pub_id } => {
             let e = nat::create_fixed(key, &translated, 0, pub_id)?;
             nat::apply(ctx, ip, key, &e)?;
-            Ok(true)
+            Ok(Some(e.rewrite.daddr_be))
         }
     }
+}
+
+/// Delivers a packet of a known flow: straight into its container when possible.
+#[inline(always)]
+fn deliver(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropReason> {
+    Ok(forward::fast_to_container(ctx, ip, dst_be)?.unwrap_or(PASS))
 }
 
 /// What the wan sends.
@@ -65,8 +72,8 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
         return guard_containers(&ip, DropReason::FragUnknown);
     }
     let key = ip.key();
-    if known_flow(ctx, &ip, &key)? {
-        return Ok(PASS);
+    if let Some(dst) = known_flow(ctx, &ip, &key)? {
+        return deliver(ctx, &ip, dst);
     }
     if ip.kind == L4Kind::Ports
         && let Some(t) = ports::lookup(ip.proto, ip.daddr_be, ip.dport_be)
@@ -79,7 +86,7 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
         };
         let e = nat::create_fixed(&key, &translated, 0, t.pub_id)?;
         nat::apply(ctx, &ip, &key, &e)?;
-        return Ok(PASS);
+        return deliver(ctx, &ip, e.rewrite.daddr_be);
     }
     guard_containers(&ip, DropReason::WanToContainer)
 }
@@ -94,7 +101,7 @@ pub fn egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let known = if ip.kind == L4Kind::IcmpError {
         matches!(icmp::handle(ctx, &ip)?, ErrorVerdict::Translated)
     } else if frag::track(&mut ip) {
-        known_flow(ctx, &ip, &ip.key())?
+        known_flow(ctx, &ip, &ip.key())?.is_some()
     } else {
         false
     };

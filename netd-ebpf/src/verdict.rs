@@ -27,8 +27,12 @@ pub fn ifindex(ctx: &TcContext) -> u32 {
 /// Counts the packet on its interface.
 #[inline(always)]
 pub fn count_iface(ctx: &TcContext, dir: Dir) {
-    let ifindex = ifindex(ctx);
-    let len = u64::from(ctx.len());
+    count(ifindex(ctx), u64::from(ctx.len()), dir);
+}
+
+/// Counts a packet of `len` bytes on interface `ifindex`.
+#[inline(always)]
+pub fn count(ifindex: u32, len: u64, dir: Dir) {
     match NETD_IFACE_STATS.get_ptr_mut(&ifindex) {
         Some(c) => {
             // SAFETY: per-CPU value, only this CPU writes it while the program runs.

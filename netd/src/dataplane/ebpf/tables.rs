@@ -77,7 +77,7 @@ fn network_info(v: &NetworkView<'_>) -> Result<NetworkInfo> {
         bridge_ifindex: v.bridge_ifindex,
         flags: net_flags(n),
         bridge_mac: netdev::mac(v.bridge_ifindex)?,
-        _pad: [0; 2],
+        mtu: u16::try_from(n.mtu).unwrap_or(u16::MAX),
     })
 }
 
@@ -140,6 +140,15 @@ pub fn put_endpoint(maps: &mut Maps, v: &EndpointView<'_>) -> Result<()> {
         )
     };
     upsert(&mut maps.endpoints, v.host_ifindex, endpoint_info(v), what)?;
+    // A Linux bridge without an assigned address takes the lowest MAC of its ports, so
+    // it may have changed with this veth.
+    if let Ok(mut net) = maps.networks.get(&v.network.id, 0)
+        && let Ok(mac) = netdev::mac(v.bridge_ifindex)
+        && net.bridge_mac != mac
+    {
+        net.bridge_mac = mac;
+        upsert(&mut maps.networks, v.network.id, net, what)?;
+    }
     let r = EndpointRef {
         host_ifindex: v.host_ifindex,
         network_id: v.network.id,

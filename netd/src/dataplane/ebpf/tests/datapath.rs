@@ -42,13 +42,30 @@ fn snat_keeps_the_port_and_reverse_snat_restores_the_container() {
 
         let back = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(80, 40000, SYN | ACK, b""));
         let (rc, f) = lab.up_in(&on_uplink(&back));
-        assert_eq!(rc, TC_ACT_OK);
+        assert_eq!(rc, TC_ACT_REDIRECT);
         let p = parse(&f);
         assert_eq!(
             (p.src, p.sport, p.dst, p.dport),
             (WAN, 80, c1, 40000),
             "reply back to the container"
         );
+        assert_eq!(
+            (p.dst_mac, p.ttl),
+            (lab.c1.mac, 63),
+            "fast path into the container"
+        );
+
+        // Larger than the network's MTU: left to the host stack, which can fragment it
+        // or send "fragmentation needed".
+        let big = Ip::new(
+            WAN,
+            UPLINK_IP,
+            TCP,
+            packet::tcp(80, 40000, ACK, &[0u8; 1500]),
+        );
+        let (rc, f) = lab.up_in(&on_uplink(&big));
+        assert_eq!(rc, TC_ACT_OK);
+        assert_eq!(parse(&f).dst, c1);
 
         // A second container with the same source port to the same server gets another
         // port from the configured range.
@@ -111,7 +128,7 @@ fn udp_and_icmp_echo_are_masqueraded() {
         );
         let pong = Ip::new(WAN, UPLINK_IP, ICMP, packet::echo(0, 0x4242, 1));
         let (rc, f) = lab.up_in(&on_uplink(&pong));
-        assert_eq!(rc, TC_ACT_OK);
+        assert_eq!(rc, TC_ACT_REDIRECT);
         assert_eq!(parse(&f).dst, c1);
     });
 }
@@ -122,7 +139,7 @@ fn published_ports_dnat_and_reverse_dnat_keep_the_client_address() {
         let c2 = lab.c2.ip;
         let syn = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(5555, 8080, SYN, b""));
         let (rc, f) = lab.up_in(&on_uplink(&syn));
-        assert_eq!(rc, TC_ACT_OK);
+        assert_eq!(rc, TC_ACT_REDIRECT);
         let p = parse(&f);
         assert_eq!(
             (p.src, p.sport, p.dst, p.dport),

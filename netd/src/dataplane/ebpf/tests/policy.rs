@@ -7,7 +7,9 @@ use crate::dataplane::Dataplane as _;
 
 use super::{
     datapath::with_lab,
-    lab::{Hook, TC_ACT_OK, TC_ACT_SHOT, UPLINK_IP, WAN, from_container, on_uplink},
+    lab::{
+        Hook, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, from_container, on_uplink,
+    },
     packet::{self, Ip, SYN, TCP, UDP},
 };
 
@@ -202,7 +204,9 @@ fn the_wan_reaches_containers_only_through_published_ports_and_replies() {
             TCP,
             packet::tcp(80, 3001, SYN | packet::ACK, b""),
         ));
-        assert_eq!(lab.up_in(&back), (TC_ACT_OK, back.clone()));
+        let (rc, f) = lab.up_in(&back);
+        assert_eq!(rc, TC_ACT_REDIRECT, "a reply: delivered to the container");
+        assert_eq!(f[26..34], back[26..34], "addresses untouched");
         let other = on_uplink(&Ip::new(WAN, cm, TCP, packet::tcp(80, 3002, SYN, b"")));
         assert_eq!(lab.up_in(&other).0, TC_ACT_SHOT);
 

@@ -389,6 +389,43 @@ fn real_traffic_masquerade_published_ports_hairpin_isolation() {
         assert_eq!(cnt.join().unwrap(), Some(GW2), "{round}");
     }
 
+    // Fast path: datagrams from the wan to a published port never pass the host's IP
+    // forwarding (they go straight into the container's namespace).
+    let dns = udp_echo(&w.c2, 53, 20);
+    w.with_dp(|dp| {
+        let p = Publication {
+            endpoint: "c2".into(),
+            network: "n2".into(),
+            proto: Proto::Udp,
+            host_ip: None,
+            host_ports: PortRange::single(5353),
+            container_ports: PortRange::single(53),
+        };
+        dp.publish(&PublicationView {
+            publication: &p,
+            network: &network(2, 2),
+            container_ip: C2,
+        })
+        .unwrap();
+    });
+    let before = w.host.run(forwarded_datagrams);
+    w.wan.run(|| {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        for _ in 0..20 {
+            s.send_to(b"one way", SocketAddrV4::new(HOST, 5353))
+                .unwrap();
+        }
+    });
+    let seen = dns.join().unwrap();
+    assert_eq!(seen.len(), 20, "the container received every datagram");
+    // Its answers are forwarded by the host (the other direction has no fast path); the
+    // datagrams from the wan are not.
+    let forwarded = w.host.run(forwarded_datagrams) - before;
+    assert!(
+        forwarded <= 20,
+        "wan -> container datagrams bypass the host stack ({forwarded} forwarded)"
+    );
+
     let stats = w.with_dp(|dp| dp.stats().unwrap());
     let p = stats
         .ports
@@ -449,4 +486,16 @@ fn established_flows_survive_a_restart_and_cleanup_removes_everything() {
     assert_eq!(*seen[1].0.ip(), C1, "after cleanup nothing translates");
     drop(w);
     drop(bpffs);
+}
+
+/// The host namespace's IP ForwDatagrams counter (/proc/net/snmp is per namespace).
+fn forwarded_datagrams() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap();
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ForwDatagrams")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
