@@ -21,8 +21,6 @@ use super::{
 
 /// Extra (unused) host ports start here; each is published alone.
 const EXTRA_BASE: u16 = 10_000;
-/// The port measured at each scale level, always the last one published.
-const TARGET_PORT: u16 = 9_000;
 /// Ports used to time single publishes.
 const PROBE_BASE: u16 = 31_000;
 /// The 1,000-port range.
@@ -112,7 +110,7 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
             break;
         }
         // The measured port is published last, so it sits at the end of iptables' chain.
-        let target = format!("{TARGET_PORT}:{}/tcp", Service::Crr.port());
+        let target = Service::Scale.spec();
         if let Err(e) = cx.netd().and_then(|n| n.publish(&server_ep, &target)) {
             cx.fail(
                 Scenario::Scale,
@@ -203,7 +201,7 @@ fn scale_level(cx: &mut Ctx<'_>, level: u32) {
     } else {
         format!("{} ports", thousands(level))
     };
-    let addr = std::net::SocketAddr::from((HOST_ADDR, TARGET_PORT));
+    let addr = std::net::SocketAddr::from((HOST_ADDR, Service::Scale.host_port()));
     match traffic::crr_to(&cx.topo.dnat.client_path(), addr, cx.opts.duration, &label) {
         Ok(readings) => {
             for (m, v, d) in readings {
@@ -417,6 +415,9 @@ mod tests {
         assert!(u32::from(EXTRA_BASE) + MAX_LEVEL <= u32::from(PROBE_BASE));
         assert!(PROBE_BASE + 1000 <= RANGE.0);
         assert!(u32::from(RANGE.1) < u32::from(super::super::CLIENT_PORTS.0));
-        assert!(TARGET_PORT < EXTRA_BASE && TARGET_PORT > Service::Udp.host_port());
+        assert!(
+            Service::Scale.host_port() < EXTRA_BASE
+                && Service::Scale.host_port() > Service::Udp.host_port()
+        );
     }
 }

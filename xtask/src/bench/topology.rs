@@ -41,6 +41,10 @@ pub enum Service {
     Rr,
     Crr,
     Udp,
+    /// TCP_CRR of the scale scenario. A container port of its own: a wan client that
+    /// reuses source ports would otherwise open flows whose reply tuple (container:port
+    /// -> client:port) equals that of a closed flow through another published port.
+    Scale,
 }
 
 impl Service {
@@ -51,6 +55,7 @@ impl Service {
             Service::Rr => 7001,
             Service::Crr => 7002,
             Service::Udp => 7003,
+            Service::Scale => 7004,
         }
     }
 
@@ -61,6 +66,7 @@ impl Service {
             Service::Rr => 8002,
             Service::Crr => 8003,
             Service::Udp => 8004,
+            Service::Scale => 9000,
         }
     }
 
@@ -260,7 +266,7 @@ fn start_servers(wan: &str, server: &str) -> Result<(Vec<EchoServer>, Vec<IperfS
     let mut iperf = Vec::new();
     for ns in [server, wan] {
         let path = netns::netns_path(ns);
-        for s in [Service::Rr, Service::Crr] {
+        for s in [Service::Rr, Service::Crr, Service::Scale] {
             echo.push(EchoServer::start(&path, s.port())?);
         }
         iperf.push(IperfServer::start(ns, Service::Iperf.port())?);
