@@ -101,7 +101,7 @@ fn publications() -> Vec<Publication> {
 struct Lab {
     // Dropped in this order: servers, namespaces, dataplane, pins, cgroup.
     servers: Servers,
-    _container: NsThread,
+    container: NsThread,
     wan: NsThread,
     dp: Option<EbpfDataplane>,
     cfg: EbpfConfig,
@@ -163,7 +163,7 @@ impl Lab {
         };
         let mut lab = Lab {
             servers,
-            _container: container,
+            container,
             wan,
             dp: None,
             cfg,
@@ -421,6 +421,20 @@ fn translates_only_published_ports_of_the_daemons_namespace() {
             lab.servers.received()
         );
 
+        // Nor does a container reach the 127.0.0.1 port through the host's addresses.
+        let from_container = lab.container.run(|| {
+            let c = |ip| TcpStream::connect_timeout(&SocketAddr::V4(v4(ip, LOCAL_ONLY)), TIMEOUT);
+            [c(GATEWAY), c(UPLINK)]
+        });
+        for r in from_container {
+            refused(r, "a container to the 127.0.0.1 port");
+        }
+        assert!(
+            lab.servers.received().is_empty(),
+            "{:?}",
+            lab.servers.received()
+        );
+
         // The wan reaches the wildcard port (so the path works) but not the 127.0.0.1 one.
         let (wild, local_only) = lab.wan.run(|| {
             let c = |port| TcpStream::connect_timeout(&SocketAddr::V4(v4(UPLINK, port)), TIMEOUT);
@@ -466,7 +480,10 @@ fn links_survive_a_restart_and_are_removed_by_cleanup() {
         let before = lab.link_ids();
         assert_eq!(before.len(), 4);
 
+        // The daemon is down: the pinned links keep translating.
         lab.dp = None;
+        assert_tcp_reaches(&lab, dst, 80);
+        assert_udp_reaches(&lab, dst);
         lab.open();
         let after = lab.link_ids();
         assert_eq!(after.len(), 4);
