@@ -51,6 +51,10 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..),
           default_value_t = defaults().nat_max)]
     pub nat_max: u32,
+    /// cgroup v2 whose processes reach published ports at 127.0.0.1 and the host's
+    /// addresses [default: the v2 root: /sys/fs/cgroup/unified or /sys/fs/cgroup]
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
     /// Detach every program and remove every pin under --bpffs, then exit (networks and
     /// endpoints are left alone)
     #[arg(long)]
@@ -73,6 +77,7 @@ impl DaemonArgs {
         cfg.snat_ports = self.snat_ports;
         cfg.conntrack_max = self.conntrack_max;
         cfg.nat_max = self.nat_max;
+        cfg.cgroup = self.cgroup.clone();
         cfg
     }
 

@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub conntrack_max: u32,
     /// Capacity of the NAT table (two entries per masqueraded flow).
     pub nat_max: u32,
+    /// cgroup v2 whose processes reach published ports at 127.0.0.1 and the host's own
+    /// addresses; the v2 root (every process of the daemon's namespace) when `None`.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -81,6 +84,7 @@ impl DaemonConfig {
             },
             conntrack_max: 262_144,
             nat_max: 262_144,
+            cgroup: None,
         }
     }
 }
@@ -156,12 +160,18 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
 
 fn open_dataplane(cfg: &DaemonConfig) -> anyhow::Result<Box<dyn Dataplane>> {
     match cfg.dataplane {
-        DataplaneKind::Ebpf => Ok(Box::new(EbpfDataplane::open(&EbpfConfig {
-            bpffs: cfg.bpffs.clone(),
-            conntrack_max: cfg.conntrack_max,
-            nat_max: cfg.nat_max,
-            snat_ports: cfg.snat_ports,
-        })?)),
+        DataplaneKind::Ebpf => {
+            let mut dataplane = EbpfDataplane::open(&EbpfConfig {
+                bpffs: cfg.bpffs.clone(),
+                conntrack_max: cfg.conntrack_max,
+                nat_max: cfg.nat_max,
+                snat_ports: cfg.snat_ports,
+            })?;
+            // The programs compare socket netns cookies with ours, so this runs after
+            // Netns::enter.
+            dataplane.attach_host_access(cfg.cgroup.as_deref())?;
+            Ok(Box::new(dataplane))
+        }
         DataplaneKind::Iptables => Ok(Box::new(IptablesDataplane::new(IptablesConfig::default()))),
     }
 }
