@@ -13,6 +13,7 @@
 )]
 
 pub mod icmp;
+pub mod packet;
 pub mod sockets;
 pub mod stats;
 
