@@ -3,17 +3,23 @@
 //! one of its own addresses as the source and drop the packet as a martian).
 
 use aya_ebpf::{
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netd_common::stats::DropReason;
+use netd_common::{conntrack::FlowKey, nat::NatEntry, stats::DropReason};
 
 use crate::{
     csum,
     maps::{NETD_EP_BY_IP, NETD_NETWORKS},
+    nat,
     parse::{ETH_HLEN, Ip4},
     verdict::{Dir, count},
 };
+
+const AF_INET: u8 = 2;
 
 /// Sends the (already translated) packet to the container that owns `dst_be`, as its
 /// gateway would: TTL decremented, the bridge's MAC as source.
@@ -62,4 +68,73 @@ pub fn fast_to_container(
     count(ep.host_ifindex, u64::from(len), Dir::Tx);
     // SAFETY: a helper taking plain integers.
     Ok(Some(unsafe { bpf_redirect_peer(ep.host_ifindex, 0) } as i32))
+}
+
+/// The fast path to the uplink: a packet of a known translated flow from a container is
+/// translated right at its veth and sent to the uplink with the next hop's MAC from the
+/// kernel's FIB and neighbour tables (`bpf_fib_lookup`, `bpf_redirect_neigh` when the
+/// neighbour is not resolved yet), skipping the bridge and the host's routing. `None`
+/// leaves the packet to the slow path: the route does not leave through the uplink, or
+/// the packet (or a segment of it) is larger than the route's MTU.
+#[inline(always)]
+pub fn fast_to_uplink(
+    ctx: &TcContext,
+    ip: &Ip4,
+    key: &FlowKey,
+    e: &NatEntry,
+    bridge_ifindex: u32,
+) -> Result<Option<i32>, DropReason> {
+    let cfg = nat::config();
+    if cfg.uplink_ifindex == 0 || ip.ttl <= 1 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel hands TC programs a valid __sk_buff.
+    let gso = unsafe { (*ctx.skb.skb).gso_size };
+    // A segment of a GSO packet is at most its payload size plus IP and TCP headers.
+    let l3_len = if gso == 0 {
+        u32::from(ip.tot_len)
+    } else {
+        gso + (ip.l4 - ip.l3) as u32 + 60
+    };
+    let to = e.rewrite;
+    // SAFETY: plain data, all-zero is valid.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.l4_protocol = ip.proto;
+    p.sport = to.sport_be;
+    p.dport = to.dport_be;
+    p.__bindgen_anon_1.tot_len = l3_len.min(u32::from(u16::MAX)) as u16;
+    p.ifindex = bridge_ifindex;
+    p.__bindgen_anon_3.ipv4_src = to.saddr_be;
+    p.__bindgen_anon_4.ipv4_dst = to.daddr_be;
+    // SAFETY: p is a bpf_fib_lookup of the size we pass.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut p,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    let resolved = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
+    if !(resolved || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH)) || p.ifindex != cfg.uplink_ifindex
+    {
+        return Ok(None);
+    }
+    let e = nat::lookup(key).unwrap_or(*e);
+    nat::apply(ctx, ip, key, &e)?;
+    csum::dec_ttl(ctx, ip)?;
+    if resolved {
+        csum::set_macs(ctx, &p.dmac, &p.smac)?;
+        // SAFETY: a helper taking plain integers.
+        return Ok(Some(unsafe { bpf_redirect(p.ifindex, 0) } as i32));
+    }
+    // SAFETY: plain data, all-zero is valid; after the lookup ipv4_dst is the next hop.
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = u32::from(AF_INET);
+    nh.__bindgen_anon_1.ipv4_nh = unsafe { p.__bindgen_anon_4.ipv4_dst };
+    // SAFETY: nh is a bpf_redir_neigh of the size we pass.
+    Ok(Some(unsafe {
+        bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
+    } as i32))
 }

@@ -54,13 +54,19 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let known = frag::track(&mut ip);
     let key = ip.key();
-    if known
-        && let Some(e) = nat::peek(&key)
-        && e.flags & NAT_F_HAIRPIN != 0
-    {
-        let e = nat::lookup(&key).unwrap_or(e);
-        nat::apply(ctx, &ip, &key, &e)?;
-        return forward::to_endpoint(ctx, &ip, e.rewrite.daddr_be);
+    if known && let Some(e) = nat::peek(&key) {
+        if e.flags & NAT_F_HAIRPIN != 0 {
+            let e = nat::lookup(&key).unwrap_or(e);
+            nat::apply(ctx, &ip, &key, &e)?;
+            return forward::to_endpoint(ctx, &ip, e.rewrite.daddr_be);
+        }
+        // SAFETY: the value is copied out at once.
+        let bridge = unsafe { NETD_NETWORKS.get(&ep.network_id) }.map_or(0, |n| n.bridge_ifindex);
+        if let Some(action) = forward::fast_to_uplink(ctx, &ip, &key, &e, bridge)? {
+            return Ok(action);
+        }
+        // Otherwise the uplink translates it, after the host has routed it.
+        return Ok(PASS);
     }
     if ip.kind == L4Kind::Ports
         && let Some(target) = ports::lookup(ip.proto, ip.daddr_be, ip.dport_be)

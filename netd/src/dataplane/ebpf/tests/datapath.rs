@@ -607,3 +607,51 @@ fn ten_thousand_single_ports_and_a_full_range_table() {
         );
     });
 }
+
+#[test]
+fn known_flows_from_containers_go_straight_to_the_uplink() {
+    with_lab("fast-out", |lab| {
+        let (c1, c2) = (lab.c1.ip, lab.c2.ip);
+        let up_mac = crate::dataplane::ebpf::netdev::mac(lab.uplink.index).unwrap();
+        // A published-port flow: the container's reply leaves from its veth, translated.
+        let syn = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(5556, 8080, SYN, b""));
+        lab.up_in(&on_uplink(&syn));
+        let synack = Ip::new(c2, WAN, TCP, packet::tcp(80, 5556, SYN | ACK, b""));
+        let h2 = lab.c2.veth.index;
+        let (rc, f) = lab.run(Hook::VethIngress, h2, &from_container(&lab.c2, &synack));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let p = parse(&f);
+        assert_eq!(
+            (p.src, p.sport, p.dst, p.dport),
+            (UPLINK_IP, 8080, WAN, 5556)
+        );
+        assert_eq!(
+            (p.dst_mac, p.src_mac, p.ttl),
+            (super::lab::WAN_MAC, up_mac, 63),
+            "next hop from the neighbour table"
+        );
+
+        // A masqueraded flow: its first packet takes the host stack (the uplink creates
+        // the mapping), later ones leave from the veth.
+        let first = Ip::new(c1, WAN, UDP, packet::udp(5300, 53, b"q"));
+        let h1 = lab.c1.veth.index;
+        let (rc, f) = lab.run(Hook::VethIngress, h1, &from_container(&lab.c1, &first));
+        assert_eq!(
+            (rc, parse(&f).src),
+            (TC_ACT_OK, c1),
+            "no mapping yet: slow path"
+        );
+        lab.up_out(&f);
+        let (rc, f) = lab.run(Hook::VethIngress, h1, &from_container(&lab.c1, &first));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let p = parse(&f);
+        assert_eq!(
+            (p.src, p.sport, p.dst_mac),
+            (UPLINK_IP, 5300, super::lab::WAN_MAC)
+        );
+
+        // The uplink's egress program leaves an already translated packet alone.
+        let (rc, again) = lab.up_out(&f);
+        assert_eq!((rc, again), (TC_ACT_OK, f));
+    });
+}

@@ -114,6 +114,22 @@ impl Lab {
             bridges.push(unsafe { libc::if_nametoindex(c.as_ptr()) });
         }
         let (uplink, _wan) = veth_pair("up0", "wan0");
+        // Routing for the fast path's FIB lookups: the wan behind a resolved gateway.
+        ip(&["addr", "add", "203.0.113.2/24", "dev", "up0"]);
+        ip(&["route", "add", "default", "via", "203.0.113.1"]);
+        ip(&[
+            "neigh",
+            "add",
+            "203.0.113.1",
+            "lladdr",
+            "02:aa:00:00:00:01",
+            "dev",
+            "up0",
+            "nud",
+            "permanent",
+        ]);
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .expect("enabling forwarding in the lab namespace");
         let mk = |n: &Network, host: &str, peer: &str, last: u8| {
             let ip = Ipv4Addr::new(10, n.subnet.network().octets()[1], 0, last);
             Container {

@@ -418,12 +418,12 @@ fn real_traffic_masquerade_published_ports_hairpin_isolation() {
     });
     let seen = dns.join().unwrap();
     assert_eq!(seen.len(), 20, "the container received every datagram");
-    // Its answers are forwarded by the host (the other direction has no fast path); the
-    // datagrams from the wan are not.
+    // Neither the datagrams nor the answers are forwarded by the host stack (without the
+    // fast paths that would be 40).
     let forwarded = w.host.run(forwarded_datagrams) - before;
     assert!(
-        forwarded <= 20,
-        "wan -> container datagrams bypass the host stack ({forwarded} forwarded)"
+        forwarded < 10,
+        "known flows bypass the host stack ({forwarded} forwarded)"
     );
 
     let stats = w.with_dp(|dp| dp.stats().unwrap());
