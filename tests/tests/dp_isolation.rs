@@ -6,8 +6,9 @@
 //! and the drop counter of the reason must rise.
 //!
 //! Not run on the iptables dataplane (no iptables test is generated for them):
-//! - `spoofed_source_ip_is_dropped`, `spoofed_source_mac_is_dropped`: Docker has no
-//!   anti-spoofing; this is a netd feature of the eBPF dataplane.
+//! - `spoofed_source_ip_is_dropped`, `spoofed_source_mac_is_dropped`,
+//!   `spoofed_arp_is_dropped`: Docker has no anti-spoofing; this is a netd feature of the
+//!   eBPF dataplane.
 
 #[macro_use]
 mod dp_common;
@@ -16,8 +17,12 @@ use std::net::Ipv4Addr;
 
 use dp_common::{
     Dataplane, DropReason, IO, TcpEcho, UdpEcho, assert_tcp_blocked, assert_udp_blocked, echo,
-    endpoint, host, ip_ok, network, publish, route_wan_via_host, sock, stats::assert_drops_rise,
-    stats::drop_count, tcp_connect, udp_ask, udp_connected,
+    endpoint, host, icmp, ip_ok, network,
+    packet::{Tap, arp_reply},
+    publish, route_wan_via_host, sock,
+    stats::assert_drops_rise,
+    stats::drop_count,
+    tcp_connect, udp_ask, udp_connected,
 };
 use netd_tests::{
     Lab,
@@ -34,6 +39,7 @@ dataplane_tests! {
     ebpf_only: [
         spoofed_source_ip_is_dropped,
         spoofed_source_mac_is_dropped,
+        spoofed_arp_is_dropped,
     ],
 }
 
@@ -271,4 +277,72 @@ fn spoofed_source_mac_is_dropped(dp: Dataplane) {
             "{what} received datagrams with a forged MAC from {got:?}"
         );
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn mac_bytes(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("bad MAC {s}")))
+        .collect();
+    v.try_into().unwrap_or_else(|_| panic!("bad MAC {s}"))
+}
+
+/// The MAC the host's neighbour table has for `ip`, if any.
+fn host_neighbour(lab: &Lab, ip: Ipv4Addr) -> Option<String> {
+    let out = ip_ok(&["-n", lab.host().name(), "neigh", "show", &ip.to_string()]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "lladdr")?;
+    words.get(at + 1).map(|m| m.to_string())
+}
+
+fn spoofed_arp_is_dropped(dp: Dataplane) {
+    let lab = dp.lab();
+    network(&lab, "app", "10.50.6.0/24", &[]);
+    let gateway = Ipv4Addr::new(10, 50, 6, 1);
+    let (c1, _) = endpoint(&lab, "c1", "app");
+    let (c2, c2_ip) = endpoint(&lab, "c2", "app");
+    let att =
+        |name: &str| lab.netd_json(&["endpoint", "inspect", name])[0]["attachments"][0].clone();
+    let (a1, a2) = (att(&c1), att(&c2));
+    let c1_mac = a1["mac"].as_str().expect("mac").to_string();
+    let c2_mac = a2["mac"].as_str().expect("mac").to_string();
+    let c1_if = a1["host_ifname"].as_str().expect("host_ifname").to_string();
+
+    // The host learns c2's MAC, then waits out the neighbour lock time (1 s), after which
+    // an ARP reply may overwrite the entry.
+    assert!(
+        icmp::ping(&lab.host().path(), c2_ip, 7).is_some(),
+        "host -> c2"
+    );
+    assert_eq!(
+        host_neighbour(&lab, c2_ip).as_deref(),
+        Some(c2_mac.as_str())
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let reason = dp.drop_name(DropReason::SpoofedArp);
+    let before = drop_count(&lab, reason);
+    let tap = Tap::open(&lab.host().path(), &c1_if);
+    let forge = Tap::open(&lab.netns_path(&c1), "eth0");
+    let frame = arp_reply(mac_bytes(&c1_mac), c2_ip, gateway);
+    for _ in 0..3 {
+        forge.send(&frame).expect("sending the forged ARP reply");
+    }
+    let seen = tap.frames(std::time::Duration::from_millis(300));
+    assert!(
+        seen.iter()
+            .any(|f| f.len() >= 42 && f[12..14] == [8, 6] && f[28..32] == c2_ip.octets()),
+        "the forged ARP reply never reached {c1_if}; the test proves nothing"
+    );
+    assert_drops_rise(&lab, reason, before);
+    assert_eq!(
+        host_neighbour(&lab, c2_ip).as_deref(),
+        Some(c2_mac.as_str()),
+        "the host's neighbour entry for c2 was poisoned with c1's MAC {c1_mac}"
+    );
+    assert!(
+        icmp::ping(&lab.host().path(), c2_ip, 8).is_some(),
+        "host -> c2 after the attempt"
+    );
 }

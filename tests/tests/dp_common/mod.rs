@@ -75,12 +75,13 @@ impl Dataplane {
             (Dataplane::Ebpf, WanToContainer) => "wan_to_container",
             (Dataplane::Ebpf, SpoofedIp) => "spoofed_ip",
             (Dataplane::Ebpf, SpoofedMac) => "spoofed_mac",
+            (Dataplane::Ebpf, SpoofedArp) => "spoofed_arp",
             // Docker's rules: isolation between networks is the DOCKER chain's final DROP.
             (Dataplane::Iptables, Isolation) => "not_published",
             (Dataplane::Iptables, Icc) => "icc_disabled",
             (Dataplane::Iptables, Internal) => "internal_network",
             (Dataplane::Iptables, WanToContainer) => "direct_access_to_container",
-            (Dataplane::Iptables, SpoofedIp | SpoofedMac) => {
+            (Dataplane::Iptables, SpoofedIp | SpoofedMac | SpoofedArp) => {
                 panic!("the iptables dataplane has no anti-spoofing (Docker has none)")
             }
         }
@@ -96,6 +97,7 @@ pub enum DropReason {
     WanToContainer,
     SpoofedIp,
     SpoofedMac,
+    SpoofedArp,
 }
 
 /// Generate the `#[test]`s of a file: every function in `both` runs once per dataplane

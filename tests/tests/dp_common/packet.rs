@@ -41,6 +41,14 @@ impl Tap {
 
     /// The IPv4 TCP/UDP packets received within `window`.
     pub fn collect(&self, window: Duration) -> Vec<Seen> {
+        self.frames(window)
+            .iter()
+            .filter_map(|f| parse_frame(f))
+            .collect()
+    }
+
+    /// Every frame received (or sent) on the interface within `window`.
+    pub fn frames(&self, window: Duration) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + window;
         let mut buf = vec![0u8; 65536];
         let mut out = Vec::new();
@@ -52,14 +60,61 @@ impl Tap {
             {
                 break;
             }
-            if let Ok(n) = self.0.recv(&mut buf)
-                && let Some(seen) = parse_frame(&buf[..n])
-            {
-                out.push(seen);
+            if let Ok(n) = self.0.recv(&mut buf) {
+                out.push(buf[..n].to_vec());
             }
         }
         out
     }
+
+    /// Send a raw Ethernet frame out of the tapped interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.0.send(frame).map(|_| ())
+    }
+}
+
+/// An ARP reply frame (broadcast) saying that `ip` is at `mac`, from `mac`.
+pub fn arp_reply(mac: [u8; 6], ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    // htype Ethernet, ptype IPv4, hlen 6, plen 4, op 2 (reply).
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&target_ip.octets());
+    f
+}
+
+/// Whether the TCP or UDP checksum of an IPv4 frame (Ethernet, no VLAN) is right; `None`
+/// for other frames, fragments, and UDP without a checksum.
+pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
+    if f.len() < 34 || u16::from_be_bytes([f[12], f[13]]) != ETH_P_IP {
+        return None;
+    }
+    let ip = &f[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if frag != 0 || total > ip.len() || total < ihl + 8 || !matches!(ip[9], 6 | 17) {
+        return None;
+    }
+    let l4 = &ip[ihl..total];
+    if ip[9] == 17 && l4[6..8] == [0, 0] {
+        return None;
+    }
+    let mut pseudo = Vec::with_capacity(12 + l4.len());
+    pseudo.extend_from_slice(&ip[12..20]);
+    pseudo.extend_from_slice(&[0, ip[9]]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    Some(super::icmp::checksum(&pseudo) == 0)
+}
+
+/// Parse a frame into its IPv4 TCP/UDP tuple.
+pub fn seen(f: &[u8]) -> Option<Seen> {
+    parse_frame(f)
 }
 
 fn open_here(ifname: &str) -> io::Result<OwnedFd> {
