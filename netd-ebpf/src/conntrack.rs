@@ -72,7 +72,7 @@ pub fn create(
         _pad: [0; 2],
     };
     NETD_CT
-        .insert(orig, &entry, u64::from(BPF_ANY))
+        .insert(orig, entry, u64::from(BPF_ANY))
         .map_err(|_| DropReason::NatInsert)
 }
 
@@ -134,7 +134,7 @@ pub fn find(key: &FlowKey, ip: &Ip4, len: u32) -> Result<Tracked, DropReason> {
     }
     let rev = key.reversed();
     // SAFETY: as above.
-    if let Some(ct) = unsafe { NETD_CT.get(&rev) }
+    if let Some(ct) = unsafe { NETD_CT.get(rev) }
         && ct.translated == rev
     {
         touch(&rev, &rev, ip, true, 0, len)?;

@@ -26,10 +26,10 @@ const AF_INET: u8 = 2;
 #[inline(always)]
 pub fn to_endpoint(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropReason> {
     // SAFETY: values are copied out at once.
-    let ep = unsafe { NETD_EP_BY_IP.get(&dst_be) }
+    let ep = unsafe { NETD_EP_BY_IP.get(dst_be) }
         .copied()
         .ok_or(DropReason::Rewrite)?;
-    let net = unsafe { NETD_NETWORKS.get(&ep.network_id) }
+    let net = unsafe { NETD_NETWORKS.get(ep.network_id) }
         .copied()
         .ok_or(DropReason::Rewrite)?;
     csum::dec_ttl(ctx, ip)?;
@@ -51,10 +51,10 @@ pub fn fast_to_container(
     dst_be: u32,
 ) -> Result<Option<i32>, DropReason> {
     // SAFETY: values are copied out at once.
-    let Some(ep) = (unsafe { NETD_EP_BY_IP.get(&dst_be) }).copied() else {
+    let Some(ep) = (unsafe { NETD_EP_BY_IP.get(dst_be) }).copied() else {
         return Ok(None);
     };
-    let Some(net) = (unsafe { NETD_NETWORKS.get(&ep.network_id) }).copied() else {
+    let Some(net) = (unsafe { NETD_NETWORKS.get(ep.network_id) }).copied() else {
         return Ok(None);
     };
     // SAFETY: the kernel hands TC programs a valid __sk_buff.

@@ -30,7 +30,7 @@ pub fn track(ip: &mut Ip4) -> bool {
     match ip.kind {
         L4Kind::LaterFragment => {
             // SAFETY: the value is copied out at once.
-            match unsafe { NETD_FRAGS.get(&key(ip)) } {
+            match unsafe { NETD_FRAGS.get(key(ip)) } {
                 Some(p) => {
                     ip.sport_be = p.sport_be;
                     ip.dport_be = p.dport_be;
@@ -44,7 +44,7 @@ pub fn track(ip: &mut Ip4) -> bool {
                 sport_be: ip.sport_be,
                 dport_be: ip.dport_be,
             };
-            let _ = NETD_FRAGS.insert(&key(ip), &p, 0);
+            let _ = NETD_FRAGS.insert(key(ip), p, 0);
             true
         }
         _ => true,

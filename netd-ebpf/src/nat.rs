@@ -35,7 +35,7 @@ pub fn lookup(key: &FlowKey) -> Option<NatEntry> {
     // SAFETY: the entry is copied out at once.
     let e = *unsafe { NETD_NAT.get(key) }?;
     let partner = e.rewrite.reversed();
-    if NETD_NAT.get_ptr(&partner).is_none() {
+    if NETD_NAT.get_ptr(partner).is_none() {
         let restored = NatEntry {
             rewrite: key.reversed(),
             created_ns: e.created_ns,
@@ -49,7 +49,7 @@ pub fn lookup(key: &FlowKey) -> Option<NatEntry> {
             pub_id: e.pub_id,
         };
         // If another flow took the key meanwhile there is nothing safe to do.
-        let _ = NETD_NAT.insert(&partner, &restored, u64::from(BPF_NOEXIST));
+        let _ = NETD_NAT.insert(partner, restored, u64::from(BPF_NOEXIST));
     }
     Some(e)
 }
@@ -101,7 +101,7 @@ fn insert_pair(
         pub_id,
     };
     NETD_NAT
-        .insert(&rev_key, &rev, u64::from(BPF_NOEXIST))
+        .insert(rev_key, rev, u64::from(BPF_NOEXIST))
         .map_err(|_| PairError::Taken)?;
     let fwd = NatEntry {
         rewrite: *t,
@@ -111,8 +111,8 @@ fn insert_pair(
         _pad: [0; 2],
         pub_id,
     };
-    if NETD_NAT.insert(o, &fwd, u64::from(BPF_NOEXIST)).is_err() {
-        let _ = NETD_NAT.remove(&rev_key);
+    if NETD_NAT.insert(o, fwd, u64::from(BPF_NOEXIST)).is_err() {
+        let _ = NETD_NAT.remove(rev_key);
         return Err(PairError::Exists);
     }
     Ok(())

@@ -19,7 +19,7 @@ pub struct Target {
 /// Whether `addr_be` is one of the host's own addresses.
 #[inline(always)]
 pub fn is_local(addr_be: u32) -> bool {
-    NETD_LOCAL_ADDRS.get_ptr(&addr_be).is_some()
+    NETD_LOCAL_ADDRS.get_ptr(addr_be).is_some()
 }
 
 /// The publication for a new flow to `dst_be:dport_be`, if `dst_be` is a host address.
@@ -49,9 +49,9 @@ pub fn published(proto: u8, dst_be: u32, dport_be: u16) -> Option<Target> {
         _pad: 0,
     };
     // SAFETY: values are copied out at once.
-    let hit = unsafe { NETD_PORTS.get(&key) }.copied().or_else(|| {
+    let hit = unsafe { NETD_PORTS.get(key) }.copied().or_else(|| {
         key.host_ip_be = 0;
-        unsafe { NETD_PORTS.get(&key) }.copied()
+        unsafe { NETD_PORTS.get(key) }.copied()
     });
     if let Some(t) = hit {
         return Some(Target {

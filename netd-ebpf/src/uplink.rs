@@ -116,7 +116,7 @@ pub fn egress(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(PASS);
     }
     // SAFETY: the value is copied out at once.
-    let Some(net) = unsafe { NETD_NETWORKS.get(&net_id) }.copied() else {
+    let Some(net) = unsafe { NETD_NETWORKS.get(net_id) }.copied() else {
         return Ok(PASS);
     };
     if net.flags & NET_F_INTERNAL != 0 {

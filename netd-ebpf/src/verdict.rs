@@ -33,7 +33,7 @@ pub fn count_iface(ctx: &TcContext, dir: Dir) {
 /// Counts a packet of `len` bytes on interface `ifindex`.
 #[inline(always)]
 pub fn count(ifindex: u32, len: u64, dir: Dir) {
-    match NETD_IFACE_STATS.get_ptr_mut(&ifindex) {
+    match NETD_IFACE_STATS.get_ptr_mut(ifindex) {
         Some(c) => {
             // SAFETY: per-CPU value, only this CPU writes it while the program runs.
             let c = unsafe { &mut *c };
@@ -55,7 +55,7 @@ pub fn count(ifindex: u32, len: u64, dir: Dir) {
                 c.tx_packets = 1;
                 c.tx_bytes = len;
             }
-            let _ = NETD_IFACE_STATS.insert(&ifindex, &c, 0);
+            let _ = NETD_IFACE_STATS.insert(ifindex, c, 0);
         }
     }
 }
@@ -67,8 +67,8 @@ pub fn drop_with(reason: DropReason) -> i32 {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
         unsafe { *c += 1 };
     }
-    TC_ACT_SHOT as i32
+    TC_ACT_SHOT
 }
 
 /// Let the packet continue on its way.
-pub const PASS: i32 = TC_ACT_OK as i32;
+pub const PASS: i32 = TC_ACT_OK;

@@ -22,7 +22,7 @@ use crate::{
 #[inline(always)]
 fn endpoint(ctx: &TcContext) -> Result<EndpointInfo, DropReason> {
     // SAFETY: the value is copied out at once.
-    unsafe { NETD_ENDPOINTS.get(&ifindex(ctx)) }
+    unsafe { NETD_ENDPOINTS.get(ifindex(ctx)) }
         .copied()
         .ok_or(DropReason::UnknownEndpoint)
 }
@@ -61,7 +61,7 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
             return forward::to_endpoint(ctx, &ip, e.rewrite.daddr_be);
         }
         // SAFETY: the value is copied out at once.
-        let bridge = unsafe { NETD_NETWORKS.get(&ep.network_id) }.map_or(0, |n| n.bridge_ifindex);
+        let bridge = unsafe { NETD_NETWORKS.get(ep.network_id) }.map_or(0, |n| n.bridge_ifindex);
         if let Some(action) = forward::fast_to_uplink(ctx, &ip, &key, &e, bridge)? {
             return Ok(action);
         }
@@ -86,7 +86,7 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
 #[inline(always)]
 fn hairpin(ctx: &TcContext, ip: &Ip4, key: &FlowKey, target: &Target) -> Result<i32, DropReason> {
     // SAFETY: the value is copied out at once.
-    let net = unsafe { NETD_NETWORKS.get(&target.network_id) }
+    let net = unsafe { NETD_NETWORKS.get(target.network_id) }
         .copied()
         .ok_or(DropReason::NatInsert)?;
     let t = FlowKey {
