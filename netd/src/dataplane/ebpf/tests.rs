@@ -8,6 +8,7 @@ mod harness;
 mod lab;
 mod packet;
 mod policy;
+mod state;
 mod topo;
 mod traffic;
 
