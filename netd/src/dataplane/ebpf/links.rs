@@ -14,10 +14,11 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
+    sys::SyscallError,
 };
 use tracing::debug;
 
@@ -102,11 +103,15 @@ fn replace_in_pinned(prog: &mut SchedClassifier, path: &Path) -> Result<bool, Da
             return Ok(false);
         }
     };
-    let link = SchedClassifierLink::try_from(FdLink::from(pinned));
-    let replaced = link
-        .map_err(|e| e.to_string())
-        .and_then(|l| prog.attach_to_link(l).map_err(|e| format!("{e:#}")));
-    match replaced {
+    let link = match SchedClassifierLink::try_from(FdLink::from(pinned)) {
+        Ok(l) => l,
+        Err(e) => {
+            debug!(pin = %path.display(), error = %e, "not a tcx link; replacing it");
+            remove_pin(path)?;
+            return Ok(false);
+        }
+    };
+    match prog.attach_to_link(link) {
         Ok(id) => {
             // The pin keeps the link; our fd may go.
             let _link = prog
@@ -114,11 +119,23 @@ fn replace_in_pinned(prog: &mut SchedClassifier, path: &Path) -> Result<bool, Da
                 .map_err(|e| DataplaneError::new(format!("taking link {}", path.display()), e))?;
             Ok(true)
         }
-        Err(e) => {
-            debug!(pin = %path.display(), error = %e, "stale link pin; replacing it");
+        // The interface is gone (a veth recreated under the same index would be another
+        // device): the link is defunct.
+        Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.raw_os_error() == Some(libc::ENOLINK) =>
+        {
+            debug!(pin = %path.display(), "defunct link pin; replacing it");
             remove_pin(path)?;
             Ok(false)
         }
+        // Anything else leaves the working link alone rather than detach it.
+        Err(e) => Err(DataplaneError::new(
+            format!(
+                "replacing the program in the link pinned at {}",
+                path.display()
+            ),
+            format!("{e:#}"),
+        )),
     }
 }
 

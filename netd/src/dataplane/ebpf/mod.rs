@@ -224,12 +224,15 @@ impl Dataplane for EbpfDataplane {
             c.uplink_ifindex = uplink.ifindex;
             c.snat_ip_be = tables::be(snat);
         })?;
-        self.attach_both(
-            Role::Uplink,
-            uplink.ifindex,
-            PROG_UPLINK_INGRESS,
-            PROG_UPLINK_EGRESS,
-        )?;
+        // Attached once per process: a repeated call only updates the addresses.
+        if self.uplink != Some(uplink.ifindex) {
+            self.attach_both(
+                Role::Uplink,
+                uplink.ifindex,
+                PROG_UPLINK_INGRESS,
+                PROG_UPLINK_EGRESS,
+            )?;
+        }
         self.uplink = Some(uplink.ifindex);
         info!(uplink = %uplink.ifname, ifindex = uplink.ifindex, snat_ip = %snat, "uplink attached");
         Ok(())

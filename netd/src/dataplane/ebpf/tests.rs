@@ -207,3 +207,65 @@ fn object_has_every_shared_map() {
         }
     });
 }
+
+/// A veth deleted before its endpoint is removed (the daemon tears down links first):
+/// removal still succeeds and leaves no pin; repeated calls are idempotent.
+#[test]
+fn removal_after_the_veth_is_gone_and_repeated_calls_are_idempotent() {
+    let bpffs = TestBpffs::mounted("gone");
+    let cfg = config(bpffs.path());
+    in_netns(move || {
+        let (host, cont) = veth_pair("ndh", "ndc");
+        let (up, wan) = veth_pair("ndu", "ndw");
+        let net = network();
+        let att = attachment("ndh");
+        let ep = EndpointView {
+            endpoint: "c1",
+            network: &net,
+            attachment: &att,
+            host_ifindex: host.index,
+            bridge_ifindex: 0,
+        };
+        let uplink = UplinkView {
+            ifindex: up.index,
+            ifname: "ndu".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
+            snat_ip: None,
+        };
+        let mut dp = EbpfDataplane::open(&cfg).expect("open");
+        dp.set_uplink(&uplink).expect("set_uplink");
+        dp.set_uplink(&uplink).expect("set_uplink again");
+        dp.add_endpoint(&ep).expect("add_endpoint");
+        dp.add_endpoint(&ep).expect("add_endpoint again");
+        send_frames(&wan, [2, 0, 0, 0, 0, 7], 2, 64);
+        send_frames(&cont, att.mac.0, 1, 100);
+        settle(|| counters(&dp, up.index) == Some((2, 128, 0, 0)));
+        assert_eq!(
+            counters(&dp, up.index),
+            Some((2, 128, 0, 0)),
+            "one program per direction"
+        );
+        assert_eq!(counters(&dp, host.index), Some((1, 100, 0, 0)));
+
+        let out = std::process::Command::new("ip")
+            .args(["link", "del", "ndh"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        dp.remove_endpoint(&ep)
+            .expect("remove after the veth is gone");
+        dp.remove_endpoint(&ep).expect("remove again");
+        let pin = links::pin_path(
+            cfg.bpffs.as_path(),
+            links::Role::Veth,
+            host.index,
+            aya::programs::TcAttachType::Ingress,
+        );
+        assert!(!pin.exists(), "no pin left");
+        assert!(
+            dp.maps.endpoints.get(&host.index, 0).is_err(),
+            "no endpoint entry left"
+        );
+    });
+}
