@@ -27,7 +27,7 @@ use verdict::{Dir, count_iface, drop_with};
 #[classifier]
 pub fn netd_veth_ingress(ctx: TcContext) -> i32 {
     count_iface(&ctx, Dir::Rx);
-    match veth::ingress(&ctx) {
+    match veth::try_ingress(&ctx) {
         Ok(action) => action,
         Err(reason) => drop_with(reason),
     }
@@ -37,7 +37,7 @@ pub fn netd_veth_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn netd_veth_egress(ctx: TcContext) -> i32 {
     count_iface(&ctx, Dir::Tx);
-    match veth::egress(&ctx) {
+    match veth::try_egress(&ctx) {
         Ok(action) => action,
         Err(reason) => drop_with(reason),
     }
@@ -47,7 +47,7 @@ pub fn netd_veth_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn netd_uplink_ingress(ctx: TcContext) -> i32 {
     count_iface(&ctx, Dir::Rx);
-    match uplink::ingress(&ctx) {
+    match uplink::try_ingress(&ctx) {
         Ok(action) => action,
         Err(reason) => drop_with(reason),
     }
@@ -57,7 +57,7 @@ pub fn netd_uplink_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn netd_uplink_egress(ctx: TcContext) -> i32 {
     count_iface(&ctx, Dir::Tx);
-    match uplink::egress(&ctx) {
+    match uplink::try_egress(&ctx) {
         Ok(action) => action,
         Err(reason) => drop_with(reason),
     }

@@ -57,7 +57,7 @@ fn deliver(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropReason> {
 
 /// What the wan sends.
 #[inline(always)]
-pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
+pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     if parse::eth(ctx)?.proto != ETH_P_IP {
         return Ok(PASS);
     }
@@ -93,7 +93,7 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
 
 /// What leaves for the wan.
 #[inline(always)]
-pub fn egress(ctx: &TcContext) -> Result<i32, DropReason> {
+pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     if parse::eth(ctx)?.proto != ETH_P_IP {
         return Ok(PASS);
     }

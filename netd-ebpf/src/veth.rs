@@ -30,7 +30,7 @@ fn endpoint(ctx: &TcContext) -> Result<EndpointInfo, DropReason> {
 /// What a container sends: its own addresses only; hairpin through published ports
 /// forwarded here; isolation enforced before the bridge sees the packet.
 #[inline(always)]
-pub fn ingress(ctx: &TcContext) -> Result<i32, DropReason> {
+pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     let ep = endpoint(ctx)?;
     let eth = parse::eth(ctx)?;
     isolation::check_mac(&ep, &eth)?;
@@ -117,7 +117,7 @@ fn icmp_error(ctx: &TcContext, ep: &EndpointInfo, ip: &Ip4) -> Result<i32, DropR
 /// What a container receives: nothing from other networks' containers, nothing from
 /// outside the subnet into an internal network.
 #[inline(always)]
-pub fn egress(ctx: &TcContext) -> Result<i32, DropReason> {
+pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let ep = endpoint(ctx)?;
     let eth = parse::eth(ctx)?;
     if eth.proto != ETH_P_IP {
