@@ -186,7 +186,16 @@ fn mounts_bpffs_and_detects_a_changed_layout() {
             "{msg}"
         );
         EbpfDataplane::cleanup(&cfg.bpffs).expect("cleanup");
-        EbpfDataplane::open(&bigger).expect("open after cleanup");
+        let mut dp = EbpfDataplane::open(&bigger).expect("open after cleanup");
+
+        // Same sizes, different meaning: the recorded layout version tells.
+        let mut c = dp.maps.config.get(&0, 0).unwrap();
+        c.layout_version = netd_common::maps::LAYOUT_VERSION - 1;
+        dp.maps.config.set(0, c, 0).unwrap();
+        drop(dp);
+        let err = EbpfDataplane::open(&bigger).expect_err("an older layout must be refused");
+        let msg = err.to_string();
+        assert!(msg.contains("layout version") && msg.contains("--cleanup"), "{msg}");
     });
 }
 
