@@ -47,10 +47,10 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
           default_value_t = defaults().conntrack_max)]
     pub conntrack_max: u32,
-    /// Capacity of the NAT table (two entries per masqueraded flow)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..),
-          default_value_t = defaults().nat_max)]
-    pub nat_max: u32,
+    /// Capacity of the NAT table (two entries per translated flow) [default: twice
+    /// --conntrack-max]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    pub nat_max: Option<u32>,
     /// cgroup v2 whose processes reach published ports at 127.0.0.1 and the host's
     /// addresses [default: the v2 root: /sys/fs/cgroup/unified or /sys/fs/cgroup]
     #[arg(long, value_name = "PATH")]
@@ -76,7 +76,9 @@ impl DaemonArgs {
         cfg.snat_ip = self.snat_ip;
         cfg.snat_ports = self.snat_ports;
         cfg.conntrack_max = self.conntrack_max;
-        cfg.nat_max = self.nat_max;
+        cfg.nat_max = self
+            .nat_max
+            .unwrap_or_else(|| self.conntrack_max.saturating_mul(2));
         cfg.cgroup = self.cgroup.clone();
         cfg
     }

@@ -59,7 +59,8 @@ pub struct DaemonConfig {
     pub snat_ports: PortRange,
     /// Capacity of the conntrack table.
     pub conntrack_max: u32,
-    /// Capacity of the NAT table (two entries per masqueraded flow).
+    /// Capacity of the NAT table: two entries per translated flow, so twice
+    /// `conntrack_max` unless set.
     pub nat_max: u32,
     /// cgroup v2 whose processes reach published ports at 127.0.0.1 and the host's own
     /// addresses; the v2 root (every process of the daemon's namespace) when `None`.
@@ -83,7 +84,8 @@ impl DaemonConfig {
                 end: 65535,
             },
             conntrack_max: 262_144,
-            nat_max: 262_144,
+            // Every translated flow holds two NAT entries (forward and reverse).
+            nat_max: 2 * 262_144,
             cgroup: None,
         }
     }
