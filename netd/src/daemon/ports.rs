@@ -17,6 +17,7 @@ use crate::{
 
 impl Inner {
     pub(crate) async fn port_publish(&mut self, req: PortPublish) -> Result<Vec<PublicationInfo>> {
+        self.refresh_uplink_addrs().await?;
         let publication = self.plan_publication(&req)?;
         let mut undo = UndoLog::default();
         let view = publication_view(&publication, &self.state)?;
@@ -84,6 +85,26 @@ impl Inner {
             host_ports,
             container_ports,
         })
+    }
+
+    /// Pick up addresses added to (or removed from) the uplink since the daemon started,
+    /// so that publishing on a new address works without a restart.
+    async fn refresh_uplink_addrs(&mut self) -> Result<()> {
+        let addrs: Vec<Ipv4Addr> = self
+            .netlink
+            .ipv4_addrs(self.uplink.ifindex)
+            .await?
+            .into_iter()
+            .map(|a| a.addr())
+            .collect();
+        if addrs != self.uplink.addrs {
+            info!(uplink = %self.uplink.ifname, ?addrs, "uplink addresses changed");
+            let mut uplink = self.uplink.clone();
+            uplink.addrs = addrs;
+            self.dataplane.set_uplink(&uplink)?;
+            self.uplink = uplink;
+        }
+        Ok(())
     }
 
     /// A publication's host address must be one this host answers on.

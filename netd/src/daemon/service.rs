@@ -173,7 +173,9 @@ pub(crate) fn network_view(net: &Network, bridge_ifindex: u32) -> NetworkView<'_
 
 impl Api for Daemon {
     async fn info(&self) -> Result<DaemonInfo> {
-        Ok(self.info.clone())
+        let mut info = self.info.clone();
+        info.uplink_addrs = self.inner.lock().await.uplink.addrs.clone();
+        Ok(info)
     }
 
     async fn network_create(&self, req: NetworkCreate) -> Result<NetworkInfo> {

@@ -164,12 +164,10 @@ pub fn route_wan_via_host(lab: &Lab, cidr: &str) {
     ]);
 }
 
-/// Add `cidr` to the host's uplink as a secondary address, then restart the daemon, which
-/// learns the uplink's addresses when it starts.
+/// Add `cidr` to the host's uplink as a secondary address. The daemon is not restarted:
+/// publishing on the new address must pick it up by itself.
 pub fn add_uplink_addr(lab: &mut Lab, cidr: &str) {
     ip_ok(&["-n", lab.host().name(), "addr", "add", cidr, "dev", UPLINK]);
-    lab.daemon_mut().stop().expect("stopping the daemon");
-    lab.daemon_mut().restart().expect("restarting the daemon");
 }
 
 /// A network `name` with `subnet` and extra `netd network create` arguments.
