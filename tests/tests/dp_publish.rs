@@ -160,9 +160,9 @@ fn a_missing_host_port_is_chosen_and_printed(dp: Dataplane) {
 }
 
 fn a_host_ip_publication_answers_on_that_address_only(dp: Dataplane) {
-    let mut lab = dp.lab();
+    let lab = dp.lab();
     let second = Ipv4Addr::new(203, 0, 113, 3);
-    add_uplink_addr(&mut lab, "203.0.113.3/24");
+    add_uplink_addr(&lab, "203.0.113.3/24");
     let (a, _) = one_endpoint(&lab, "10.30.4.0/24");
     let ns = lab.netns_path(&a);
     let (s80, s81) = (

@@ -166,7 +166,7 @@ pub fn route_wan_via_host(lab: &Lab, cidr: &str) {
 
 /// Add `cidr` to the host's uplink as a secondary address. The daemon is not restarted:
 /// publishing on the new address must pick it up by itself.
-pub fn add_uplink_addr(lab: &mut Lab, cidr: &str) {
+pub fn add_uplink_addr(lab: &Lab, cidr: &str) {
     ip_ok(&["-n", lab.host().name(), "addr", "add", cidr, "dev", UPLINK]);
 }
 
