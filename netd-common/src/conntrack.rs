@@ -83,17 +83,37 @@ pub struct CtEntry {
 }
 assert_size!(CtEntry, 40);
 
-pod!(FlowKey, CtEntry);
+/// A flow that a host process opened to a container (UDP), keyed in
+/// [`crate::maps::HOST_FLOWS`] by the tuple of the container's replies. netd does not
+/// translate such a flow; it only has to recognise its replies, whose destination port is
+/// the host socket's local port and may be a published one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostFlow {
+    /// `bpf_ktime_get_ns` of the last packet (refreshed at most once a second); the
+    /// entry counts for [`UDP_TIMEOUT`] after it.
+    pub last_seen_ns: u64,
+}
+assert_size!(HostFlow, 8);
+
+pod!(FlowKey, CtEntry, HostFlow);
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// Whether a TCP segment with `tcp_flags` can open a connection: a SYN without ACK.
+/// Anything else belongs to a connection that already exists somewhere.
+#[inline(always)]
+pub const fn tcp_opens(tcp_flags: u8) -> bool {
+    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
 /// The state of a new TCP entry created by a packet with `tcp_flags`.
 #[inline(always)]
 pub const fn tcp_initial_state(tcp_flags: u8) -> u8 {
-    if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+    if tcp_opens(tcp_flags) {
         CT_NEW
     } else if tcp_flags & TCP_RST != 0 {
         CT_CLOSED
@@ -158,6 +178,13 @@ pub const TCP_CLOSED_TIMEOUT: u64 = 10 * SECOND_NS;
 pub const UDP_TIMEOUT: u64 = 5 * 60 * SECOND_NS;
 /// RFC 5508 REQ-1: ICMP query mappings at least 60 s.
 pub const ICMP_TIMEOUT: u64 = 60 * SECOND_NS;
+
+/// Whether a [`HostFlow`] last seen at `last_seen_ns` still counts at `now_ns` (a
+/// timestamp a little ahead of `now_ns`, written by another CPU, counts).
+#[inline(always)]
+pub const fn host_flow_live(last_seen_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(last_seen_ns) <= UDP_TIMEOUT
+}
 
 /// How long a flow in `state` may stay idle.
 pub const fn timeout_ns(proto: u8, state: u8) -> u64 {
@@ -237,6 +264,24 @@ mod tests {
         assert!(timeout_ns(IPPROTO_TCP, CT_CLOSING) >= 240 * SECOND_NS);
         assert!(timeout_ns(IPPROTO_UDP, CT_NEW) >= 120 * SECOND_NS);
         assert!(timeout_ns(IPPROTO_ICMP, CT_NEW) >= 60 * SECOND_NS);
+    }
+
+    #[test]
+    fn only_a_bare_syn_opens_a_connection() {
+        assert!(tcp_opens(TCP_SYN));
+        assert!(!tcp_opens(TCP_SYN | TCP_ACK));
+        assert!(!tcp_opens(TCP_ACK));
+        assert!(!tcp_opens(TCP_FIN | TCP_ACK));
+        assert!(!tcp_opens(TCP_RST));
+    }
+
+    #[test]
+    fn host_flows_expire_after_the_udp_timeout() {
+        let t = 1000 * SECOND_NS;
+        assert!(host_flow_live(t, t));
+        assert!(host_flow_live(t, t + UDP_TIMEOUT));
+        assert!(!host_flow_live(t, t + UDP_TIMEOUT + 1));
+        assert!(host_flow_live(t + SECOND_NS, t), "written ahead by another CPU");
     }
 
     #[test]

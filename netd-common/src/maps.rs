@@ -34,6 +34,10 @@ pub const CONNTRACK: &str = "NETD_CT";
 pub const NAT: &str = "NETD_NAT";
 /// Ports of first fragments, so later fragments of a translated datagram can follow it.
 pub const FRAGS: &str = "NETD_FRAGS";
+/// Flows that host processes opened to containers, keyed by the tuple of the container's
+/// replies ([`crate::conntrack::FlowKey`] -> [`crate::conntrack::HostFlow`]), so that a
+/// reply to a host port that happens to be published is not taken for a new hairpin flow.
+pub const HOST_FLOWS: &str = "NETD_HOST_FLOWS";
 
 /// Interfaces that can carry counters at once.
 pub const MAX_INTERFACES: u32 = 8192;
@@ -51,6 +55,9 @@ pub const MAX_PORT_RANGES: u32 = 64;
 pub const MAX_PUBLICATIONS: u32 = 65536 + MAX_PORT_RANGES;
 /// Fragmented datagrams tracked at once.
 pub const MAX_FRAGS: u32 = 8192;
+/// Host-originated UDP flows remembered at once (an LRU: the least recently used go
+/// first, and an entry idle for [`crate::conntrack::UDP_TIMEOUT`] no longer counts).
+pub const MAX_HOST_FLOWS: u32 = 16384;
 
 /// Bumped whenever a map's key or value layout changes meaning without changing size, so
 /// that a restarted daemon does not reuse pinned maps it would misread.

@@ -1,18 +1,26 @@
 //! Connection tracking: one entry per flow, keyed by its original tuple, holding state,
 //! timestamps and the translated tuple. Expiry is enforced by userspace GC from the
 //! state's timeout; the datapath only records activity.
+//!
+//! Apart from that, UDP flows that host processes open to containers are remembered by
+//! their reply tuple (they are not translated, so conntrack does not hold them): a reply
+//! goes to the host socket's local port, which may be a published port, and must not be
+//! taken for a new hairpin flow. Those entries expire by their timestamp alone.
 
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+};
 use netd_common::{
     conntrack::{
-        CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, IPPROTO_TCP, SECOND_NS,
-        datagram_transition, tcp_initial_state, tcp_transition,
+        CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, HostFlow, IPPROTO_TCP,
+        SECOND_NS, datagram_transition, host_flow_live, tcp_initial_state, tcp_transition,
     },
     stats::DropReason,
 };
 
 use crate::{
-    maps::{NETD_CT, NETD_PORT_STATS},
+    maps::{NETD_CT, NETD_HOST_FLOWS, NETD_PORT_STATS},
     parse::{Ip4, L4Kind},
 };
 
@@ -141,6 +149,58 @@ pub fn find(key: &FlowKey, ip: &Ip4, len: u32) -> Result<Tracked, DropReason> {
         return Ok(Tracked::Untranslated);
     }
     Ok(Tracked::No)
+}
+
+/// The translation conntrack recorded for the flow whose original tuple is `key`, with
+/// its publication, if the flow is translated: what is left of a flow whose NAT pair the
+/// LRU evicted.
+#[inline(always)]
+pub fn translation(key: &FlowKey) -> Option<(FlowKey, u32)> {
+    // SAFETY: the entry is copied out at once.
+    let ct = unsafe { NETD_CT.get(key) }?;
+    (ct.translated != *key).then_some((ct.translated, ct.pub_id))
+}
+
+/// Remembers a datagram `key` that a host process sent to a container, by the tuple of
+/// the container's replies. Writes only a new entry, or a timestamp a second old.
+#[inline(always)]
+pub fn record_host_flow(key: &FlowKey) {
+    let reply = key.reversed();
+    let now = now();
+    if let Some(f) = NETD_HOST_FLOWS.get_ptr_mut(reply) {
+        // SAFETY: a map value; concurrent writers race benignly on the timestamp.
+        let f = unsafe { &mut *f };
+        if now.wrapping_sub(f.last_seen_ns) > SECOND_NS {
+            f.last_seen_ns = now;
+        }
+        return;
+    }
+    // Another CPU inserting the same flow meanwhile is as good.
+    let _ = NETD_HOST_FLOWS.insert(
+        reply,
+        HostFlow { last_seen_ns: now },
+        u64::from(BPF_NOEXIST),
+    );
+}
+
+/// Whether a datagram `key` from a container replies to a live flow that a host process
+/// opened (see [`record_host_flow`]). A hit keeps the flow alive, so a container that
+/// answers a single request at length is not cut off.
+#[inline(always)]
+pub fn is_host_reply(key: &FlowKey) -> bool {
+    let Some(f) = NETD_HOST_FLOWS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: a map value; concurrent writers race benignly on the timestamp.
+    let f = unsafe { &mut *f };
+    let now = now();
+    if !host_flow_live(f.last_seen_ns, now) {
+        return false;
+    }
+    if now.wrapping_sub(f.last_seen_ns) > SECOND_NS {
+        f.last_seen_ns = now;
+    }
+    true
 }
 
 /// Adds the packet to its publication's counters.

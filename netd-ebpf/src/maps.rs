@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    conntrack::{CtEntry, FlowKey},
+    conntrack::{CtEntry, FlowKey, HostFlow},
     endpoint::{EndpointInfo, EndpointRef, NetworkInfo},
     maps as m,
     nat::{DataplaneConfig, FragKey, FragPorts, NatEntry},
@@ -61,3 +61,7 @@ pub static NETD_NAT: LruHashMap<FlowKey, NatEntry> = LruHashMap::with_max_entrie
 #[map]
 pub static NETD_FRAGS: LruHashMap<FragKey, FragPorts> =
     LruHashMap::with_max_entries(m::MAX_FRAGS, 0);
+
+#[map]
+pub static NETD_HOST_FLOWS: LruHashMap<FlowKey, HostFlow> =
+    LruHashMap::with_max_entries(m::MAX_HOST_FLOWS, 0);

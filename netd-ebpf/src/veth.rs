@@ -3,14 +3,14 @@
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    conntrack::FlowKey,
+    conntrack::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, tcp_opens},
     endpoint::{EndpointInfo, NET_F_INTERNAL, NET_F_NO_ICC},
     nat::NAT_F_HAIRPIN,
     stats::DropReason,
 };
 
 use crate::{
-    forward, frag, icmp, isolation,
+    conntrack, forward, frag, icmp, isolation,
     maps::{NETD_ENDPOINTS, NETD_NETWORKS},
     nat,
     parse::{self, ETH_P_ARP, ETH_P_IP, Ip4, L4Kind},
@@ -70,14 +70,51 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if ip.kind == L4Kind::Ports
         && let Some(target) = ports::lookup(ip.proto, ip.daddr_be, ip.dport_be)
+        && let Some(action) = to_published(ctx, &ep, &ip, &key, &target)?
     {
-        if ep.net_flags & NET_F_INTERNAL != 0 {
-            return Err(DropReason::Internal);
-        }
-        return hairpin(ctx, &ip, &key, &target);
+        return Ok(action);
     }
     isolation::check_destination(&ep, ip.daddr_be)?;
     Ok(PASS)
+}
+
+/// A packet without a NAT entry to a published port on a host address. The host's own
+/// sockets use local ports that may be published too (netd picks free host ports from
+/// the ephemeral range, and host-local access connects from ephemeral ports), so only a
+/// packet that opens a flow starts a hairpin flow: a TCP SYN, or a datagram that does not
+/// reply to a flow a host process opened to this container. `None`: the packet belongs
+/// to the host's own flow and goes on like any other traffic to the host.
+#[inline(always)]
+fn to_published(
+    ctx: &TcContext,
+    ep: &EndpointInfo,
+    ip: &Ip4,
+    key: &FlowKey,
+    target: &Target,
+) -> Result<Option<i32>, DropReason> {
+    if ip.proto == IPPROTO_TCP && !tcp_opens(ip.tcp_flags) {
+        return lost_hairpin(ctx, ip, key);
+    }
+    if ip.proto == IPPROTO_UDP && conntrack::is_host_reply(key) {
+        return Ok(None);
+    }
+    if ep.net_flags & NET_F_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    hairpin(ctx, ip, key, target).map(Some)
+}
+
+/// A TCP segment of a hairpin flow whose NAT pair the LRU evicted: conntrack still knows
+/// the translation, so the pair is restored and the flow keeps it. `None` when conntrack
+/// does not know a translated flow `key` either.
+#[inline(always)]
+fn lost_hairpin(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<i32>, DropReason> {
+    let Some((translated, pub_id)) = conntrack::translation(key) else {
+        return Ok(None);
+    };
+    let e = nat::create_fixed(key, &translated, NAT_F_HAIRPIN, pub_id)?;
+    nat::apply(ctx, ip, key, &e)?;
+    forward::to_endpoint(ctx, ip, e.rewrite.daddr_be).map(Some)
 }
 
 /// A new flow from a container to a published port on a host address: DNAT to the
@@ -115,7 +152,8 @@ fn icmp_error(ctx: &TcContext, ep: &EndpointInfo, ip: &Ip4) -> Result<i32, DropR
 }
 
 /// What a container receives: nothing from other networks' containers, nothing from
-/// outside the subnet into an internal network.
+/// outside the subnet into an internal network. Datagrams that host processes send are
+/// remembered, so that the container's replies are not taken for new hairpin flows.
 #[inline(always)]
 pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     let ep = endpoint(ctx)?;
@@ -125,5 +163,21 @@ pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let ip = parse::ipv4(ctx)?;
     isolation::check_source(&ep, ip.saddr_be)?;
+    if ip.proto == IPPROTO_UDP
+        && ip.kind == L4Kind::Ports
+        && locally_generated(ctx)
+        && ports::is_local(ip.saddr_be)
+    {
+        conntrack::record_host_flow(&ip.key());
+    }
     Ok(PASS)
+}
+
+/// Whether the packet was created by this host rather than received on an interface.
+/// Hairpin packets also have a host address as their source, but netd redirected them
+/// from another veth's ingress; they have NAT entries and need no record.
+#[inline(always)]
+fn locally_generated(ctx: &TcContext) -> bool {
+    // SAFETY: the kernel hands TC programs a valid __sk_buff.
+    unsafe { (*ctx.skb.skb).ingress_ifindex == 0 }
 }

@@ -9,7 +9,7 @@ use aya::{
     programs::SchedClassifier,
 };
 use netd_common::{
-    conntrack::{CtEntry, FlowKey},
+    conntrack::{CtEntry, FlowKey, HostFlow},
     endpoint::{EndpointInfo, EndpointRef, NetworkInfo},
     maps as m,
     nat::{DataplaneConfig, FragKey, FragPorts, NatEntry},
@@ -74,6 +74,7 @@ pub fn map_specs(cfg: &EbpfConfig) -> Vec<MapSpec> {
         spec::<FlowKey, CtEntry>(m::CONNTRACK, T::LruHash, cfg.conntrack_max),
         spec::<FlowKey, NatEntry>(m::NAT, T::LruHash, cfg.nat_max),
         spec::<FragKey, FragPorts>(m::FRAGS, T::LruHash, m::MAX_FRAGS),
+        spec::<FlowKey, HostFlow>(m::HOST_FLOWS, T::LruHash, m::MAX_HOST_FLOWS),
     ]
     .into_iter()
     // Host-local access (sock.rs): pinned with the rest so they survive a restart.
@@ -101,6 +102,7 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, FlowKey, CtEntry>,
     pub nat: HashMap<MapData, FlowKey, NatEntry>,
     pub frags: HashMap<MapData, FragKey, FragPorts>,
+    pub host_flows: HashMap<MapData, FlowKey, HostFlow>,
 }
 
 fn layout_err(
@@ -287,5 +289,6 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
         conntrack: take(ebpf, m::CONNTRACK)?,
         nat: take(ebpf, m::NAT)?,
         frags: take(ebpf, m::FRAGS)?,
+        host_flows: take(ebpf, m::HOST_FLOWS)?,
     })
 }

@@ -197,6 +197,25 @@ impl EbpfDataplane {
     }
 }
 
+/// Forgets the host-originated flows that involve any of `ips` (all when `None`): a
+/// container restarted with the same address then hairpins at once, instead of having
+/// its datagrams to a published port taken for replies until the old entry expires.
+fn flush_host_flows(maps: &mut Maps, ips: Option<&[Ipv4Addr]>) {
+    let ips: Option<Vec<u32>> = ips.map(|v| v.iter().map(|a| tables::be(*a)).collect());
+    let stale: Vec<_> = maps
+        .host_flows
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| {
+            ips.as_ref()
+                .is_none_or(|ips| ips.contains(&k.saddr_be) || ips.contains(&k.daddr_be))
+        })
+        .collect();
+    for k in stale {
+        let _ = maps.host_flows.remove(&k);
+    }
+}
+
 impl Dataplane for EbpfDataplane {
     fn kind(&self) -> DataplaneKind {
         DataplaneKind::Ebpf
@@ -296,6 +315,8 @@ impl Dataplane for EbpfDataplane {
 
     fn flush_conntrack(&mut self, ips: Option<&[Ipv4Addr]>) -> Result<u64> {
         let Maps { conntrack, nat, .. } = &mut self.maps;
-        conntrack::flush(conntrack, nat, ips)
+        let flows = conntrack::flush(conntrack, nat, ips)?;
+        flush_host_flows(&mut self.maps, ips);
+        Ok(flows)
     }
 }

@@ -5,6 +5,7 @@
 
 mod datapath;
 mod harness;
+mod host_flows;
 mod lab;
 mod packet;
 mod policy;

@@ -232,6 +232,18 @@ impl Lab {
     /// Runs `frame` through the program of `hook` as if it crossed `ifindex`; returns the
     /// verdict and the frame as the program left it.
     pub fn run(&mut self, hook: Hook, ifindex: u32, frame: &[u8]) -> (i32, Vec<u8>) {
+        self.run_received(hook, ifindex, 0, frame)
+    }
+
+    /// Like [`Lab::run`], for a frame that the host received on `ingress_ifindex` (0: one
+    /// the host created itself), as a forwarded or redirected packet is.
+    pub fn run_received(
+        &mut self,
+        hook: Hook,
+        ifindex: u32,
+        ingress_ifindex: u32,
+        frame: &[u8],
+    ) -> (i32, Vec<u8>) {
         let name = match hook {
             Hook::VethIngress => PROG_VETH_INGRESS,
             Hook::VethEgress => PROG_VETH_EGRESS,
@@ -240,8 +252,9 @@ impl Lab {
         };
         let prog: &SchedClassifier = self.dp.ebpf.program(name).unwrap().try_into().unwrap();
         // struct __sk_buff up to and including `ifindex` (offset 40): the kernel runs
-        // the program on that device.
+        // the program on that device; `ingress_ifindex` (36) becomes the skb's skb_iif.
         let mut ctx = [0u8; 44];
+        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {

@@ -13,6 +13,7 @@ pub const ICMP: u8 = 1;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const RST: u8 = 0x04;
+pub const FIN: u8 = 0x01;
 
 /// An IPv4 packet to build.
 #[derive(Clone)]

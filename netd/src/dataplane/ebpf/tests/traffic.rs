@@ -21,25 +21,25 @@ use crate::{
     model::{Attachment, MacAddr, Network, PortRange, Proto, Publication},
 };
 
-const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+pub(super) const HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const C1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-const C2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
-const GW2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+pub(super) const C1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+pub(super) const C2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+pub(super) const GW2: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 
 type Shared = Arc<Mutex<Option<EbpfDataplane>>>;
 
 /// wan -- up0/host(brA, brB) -- c1 on A, c2 on B; tcp 8080 published to c2:80.
-struct World {
+pub(super) struct World {
     wan: Ns,
-    host: Ns,
-    c1: Ns,
-    c2: Ns,
+    pub(super) host: Ns,
+    pub(super) c1: Ns,
+    pub(super) c2: Ns,
     dp: Shared,
     bpffs: PathBuf,
 }
 
-fn network(id: u32, third: u8) -> Network {
+pub(super) fn network(id: u32, third: u8) -> Network {
     Network {
         name: format!("n{id}"),
         id,
@@ -127,7 +127,7 @@ fn program(dp: &mut EbpfDataplane) {
 }
 
 impl World {
-    fn new(bpffs: &Path) -> World {
+    pub(super) fn new(bpffs: &Path) -> World {
         let (wan, host, c1, c2) = (
             Ns::new("wan"),
             Ns::new("host"),
@@ -206,7 +206,7 @@ impl World {
         self.host.run(move || drop(dp.lock().unwrap().take()));
     }
 
-    fn with_dp<R: Send + 'static>(
+    pub(super) fn with_dp<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut EbpfDataplane) -> R + Send + 'static,
     ) -> R {
