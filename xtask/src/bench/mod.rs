@@ -80,6 +80,8 @@ pub struct BenchArgs {
 
 /// Everything a run needs, resolved from the arguments.
 struct Plan {
+    /// UTC start time, "YYYY-MM-DD HH:MM:SS".
+    started: String,
     rounds: u32,
     duration: Duration,
     variants: Vec<Variant>,
@@ -124,6 +126,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn plan(args: &BenchArgs) -> Result<Plan> {
+    let started = timestamp();
     let mut scenarios = Vec::new();
     for s in &args.scenarios {
         scenarios.push(Scenario::parse(s).with_context(|| {
@@ -166,9 +169,10 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
     let out = args.out.clone().unwrap_or_else(|| {
         workspace_root()
             .join("bench-results")
-            .join(timestamp().replace([' ', ':'], "-"))
+            .join(started.replace([' ', ':'], "-"))
     });
     Ok(Plan {
+        started,
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         duration,
         variants: args.variants.clone(),
@@ -241,7 +245,7 @@ fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
 fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
     let info = report::RunInfo {
         command: command_line(),
-        started_utc: timestamp(),
+        started_utc: plan.started.clone(),
         machine: report::Machine::detect(),
         rounds: plan.rounds,
         duration_secs: plan.duration.as_secs(),
