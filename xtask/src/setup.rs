@@ -23,7 +23,7 @@ use crate::cargo::{self, show};
 /// The bpf-linker release netd builds with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Tools the tests, the lab and the benchmark run, and the Debian package of each.
+/// Tools (or files) the tests, the lab and the benchmark need, and the Debian package of each.
 const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("iptables", "iptables"),
@@ -34,6 +34,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("ethtool", "ethtool"),
     ("ps", "procps"),
+    // The benchmark's plots draw their text with this font.
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core"),
 ];
 
 /// Run every setup step.
@@ -239,8 +241,12 @@ fn install_bpf_linker(dir: &Path, major: u32) -> anyhow::Result<()> {
     result
 }
 
-/// Is `tool` on PATH or in the sbin directories (not on a normal user's PATH)?
+/// Is `tool` on PATH or in the sbin directories (not on a normal user's PATH)? An
+/// absolute path is a data file the package provides.
 fn has_tool(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        return PathBuf::from(tool).is_file();
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: check for root, set up, build, then every suite, privileged ones included. Nothing
 //! is skipped: without root it refuses to start instead of passing half the tests.
 
-use std::{thread, time::Instant};
+use std::{process::Command, thread, time::Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -51,9 +51,6 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             packages: &["netd-tests"],
             threads: args.threads.unwrap_or((cpus * 2).min(4)),
         },
-        // Issue 4 hook: the benchmark's smoke test, `cargo xtask bench --quick` (it
-        // asserts that every scenario produced numbers, never speed), belongs here as a
-        // third step once both dataplanes carry the bench's traffic.
     ];
     let mut failed = Vec::new();
     for suite in &suites {
@@ -78,9 +75,33 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             }
         }
     }
+    const BENCH: &str = "benchmark smoke test (cargo xtask bench --quick)";
+    if args.filter.is_some() {
+        eprintln!("[test] {BENCH}: not run, a test filter was given");
+    } else if let Err(e) = bench_smoke(&xtask, &netd) {
+        eprintln!("[test] {BENCH}: FAILED: {e:#}");
+        failed.push(BENCH);
+    } else {
+        eprintln!("[test] {BENCH}: passed");
+    }
     if !failed.is_empty() {
         bail!("failed: {}", failed.join("; "));
     }
     eprintln!("[test] all suites passed");
     Ok(())
+}
+
+/// Every benchmark scenario, briefly, on every variant: it fails when a scenario produced
+/// no numbers, and never judges speed.
+fn bench_smoke(xtask: &std::path::Path, netd: &std::path::Path) -> anyhow::Result<()> {
+    let out = std::env::temp_dir().join(format!("netd-bench-smoke.{}", std::process::id()));
+    let result = cargo::run(
+        Command::new(xtask)
+            .args(["bench", "--quick", "--netd"])
+            .arg(netd)
+            .arg("--out")
+            .arg(&out),
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    result
 }
