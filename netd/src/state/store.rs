@@ -118,7 +118,9 @@ impl StateStore {
     pub fn save(&self, state: &DesiredState) -> Result<(), StateError> {
         let tmp = self.dir.join(TMP_FILE);
         let path = self.dir.join(STATE_FILE);
-        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+        // Compact: the whole state is written on every change, and with thousands of
+        // publications indentation doubles the bytes to serialize and fsync.
+        let mut bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
             path: path.display().to_string(),
             detail: format!("cannot serialize the state: {e}"),
         })?;
