@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use netd_common::{
     conntrack::{
-        CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, HostFlow, IPPROTO_TCP,
-        SECOND_NS, datagram_transition, host_flow_live, tcp_initial_state, tcp_transition,
+        CT_CLOSED, CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, HostFlow,
+        IPPROTO_TCP, SECOND_NS, datagram_transition, host_flow_live, tcp_initial_state,
+        tcp_transition, timeout_ns,
     },
     stats::DropReason,
 };
@@ -149,6 +150,26 @@ pub fn find(key: &FlowKey, ip: &Ip4, len: u32) -> Result<Tracked, DropReason> {
         return Ok(Tracked::Untranslated);
     }
     Ok(Tracked::No)
+}
+
+/// Whether the flow whose original tuple is `orig` is over: TCP closed (RST, or FIN both
+/// ways), or idle beyond its state's timeout but not collected yet. `false` when
+/// conntrack does not know the flow: its NAT pair may still carry a live one.
+#[inline(always)]
+pub fn is_stale(orig: &FlowKey) -> bool {
+    // SAFETY: the entry is copied out at once.
+    let Some(ct) = unsafe { NETD_CT.get(orig) }.copied() else {
+        return false;
+    };
+    // A timestamp a little ahead of `now`, written by another CPU, is not idle.
+    let idle = now().saturating_sub(ct.last_seen_ns);
+    (orig.proto == IPPROTO_TCP && ct.state == CT_CLOSED) || idle > timeout_ns(orig.proto, ct.state)
+}
+
+/// Stops tracking the flow whose original tuple is `orig` (its NAT pair is gone).
+#[inline(always)]
+pub fn forget(orig: &FlowKey) {
+    let _ = NETD_CT.remove(orig);
 }
 
 /// The translation conntrack recorded for the flow whose original tuple is `key`, with

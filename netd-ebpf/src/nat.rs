@@ -120,17 +120,61 @@ fn insert_pair(
 
 /// Records the translation `o -> t` of a new flow (no port choice: DNAT, or a restore).
 /// Returns the entry that now translates `o`, which is another CPU's if it won a race.
+///
+/// `opens`: the packet opens a flow (a TCP SYN without ACK, or a datagram of a flow netd
+/// does not know). Such a packet may take the reply tuple of a flow that is closed or
+/// expired: with one container port published on two host ports, a client that reuses
+/// its source port through the other host port has the old flow's reply tuple, and
+/// Linux conntrack, too, lets a new SYN replace a TIME_WAIT/CLOSE entry. A restore
+/// (`opens` false) never evicts anything.
 #[inline(always)]
 pub fn create_fixed(
     o: &FlowKey,
     t: &FlowKey,
     flags: u8,
     pub_id: u32,
+    opens: bool,
 ) -> Result<NatEntry, DropReason> {
-    match insert_pair(o, t, flags, pub_id, now()) {
+    let now = now();
+    match insert_pair(o, t, flags, pub_id, now) {
+        Ok(()) | Err(PairError::Exists) => return peek(o).ok_or(DropReason::NatInsert),
+        Err(PairError::Taken) if opens && evict_stale(&t.reversed()) => {}
+        Err(PairError::Taken) => return Err(DropReason::NatInsert),
+    }
+    // Reverse first again: another CPU may have taken the freed key meanwhile.
+    match insert_pair(o, t, flags, pub_id, now) {
         Ok(()) | Err(PairError::Exists) => peek(o).ok_or(DropReason::NatInsert),
         Err(PairError::Taken) => Err(DropReason::NatInsert),
     }
+}
+
+/// Frees `key` if the flow whose NAT entry holds it is closed or expired: both halves of
+/// its pair and its conntrack entry go. Whether the key may be tried again (also when it
+/// was freed meanwhile). A live flow, or one conntrack no longer knows (its state is
+/// unknown), keeps the key: that is a genuine clash.
+///
+/// Two CPUs evicting the same flow at once may remove the pair the first of them has just
+/// inserted; the surviving half restores the other on its next packet (see [`lookup`]).
+#[inline(always)]
+fn evict_stale(key: &FlowKey) -> bool {
+    let Some(e) = peek(key) else {
+        return true;
+    };
+    // Each half's partner is keyed by its rewrite reversed; the original half's key is
+    // the flow's conntrack key.
+    let partner = e.rewrite.reversed();
+    let orig = if e.dir == NAT_DIR_REPLY {
+        partner
+    } else {
+        *key
+    };
+    if !conntrack::is_stale(&orig) {
+        return false;
+    }
+    let _ = NETD_NAT.remove(key);
+    let _ = NETD_NAT.remove(partner);
+    conntrack::forget(&orig);
+    true
 }
 
 /// Records a source-translated flow `o -> t`, choosing `t`'s source port (or ICMP

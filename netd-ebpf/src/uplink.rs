@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{
-    conntrack::FlowKey,
+    conntrack::{FlowKey, IPPROTO_TCP, tcp_opens},
     endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE},
     stats::DropReason,
 };
@@ -42,7 +42,7 @@ fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<u32>, D
         Tracked::No => Ok(None),
         Tracked::Untranslated => Ok(Some(key.daddr_be)),
         Tracked::Lost { translated, pub_id } => {
-            let e = nat::create_fixed(key, &translated, 0, pub_id)?;
+            let e = nat::create_fixed(key, &translated, 0, pub_id, false)?;
             nat::apply(ctx, ip, key, &e)?;
             Ok(Some(e.rewrite.daddr_be))
         }
@@ -84,7 +84,10 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
             dport_be: t.port_be,
             ..key
         };
-        let e = nat::create_fixed(&key, &translated, 0, t.pub_id)?;
+        // Only what opens a flow may replace a closed flow holding the reply tuple; a
+        // stray segment picked up mid-stream may not.
+        let opens = ip.proto != IPPROTO_TCP || tcp_opens(ip.tcp_flags);
+        let e = nat::create_fixed(&key, &translated, 0, t.pub_id, opens)?;
         nat::apply(ctx, &ip, &key, &e)?;
         return deliver(ctx, &ip, e.rewrite.daddr_be);
     }

@@ -112,7 +112,7 @@ fn lost_hairpin(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<i32>,
     let Some((translated, pub_id)) = conntrack::translation(key) else {
         return Ok(None);
     };
-    let e = nat::create_fixed(key, &translated, NAT_F_HAIRPIN, pub_id)?;
+    let e = nat::create_fixed(key, &translated, NAT_F_HAIRPIN, pub_id, false)?;
     nat::apply(ctx, ip, key, &e)?;
     forward::to_endpoint(ctx, ip, e.rewrite.daddr_be).map(Some)
 }

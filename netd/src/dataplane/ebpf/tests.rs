@@ -9,6 +9,7 @@ mod host_flows;
 mod lab;
 mod packet;
 mod policy;
+mod reuse;
 mod state;
 mod topo;
 mod traffic;
