@@ -90,11 +90,16 @@ pub fn fast_to_uplink(
     }
     // SAFETY: the kernel hands TC programs a valid __sk_buff.
     let gso = unsafe { (*ctx.skb.skb).gso_size };
-    // A segment of a GSO packet is at most its payload size plus IP and TCP headers.
+    // A segment of a GSO packet is at most its payload size plus this packet's IP and
+    // transport headers, which every segment repeats. Sizing it exactly matters: a
+    // worst-case 60-byte TCP header made every full-MSS segment look larger than a
+    // 1500-byte MTU, and bulk traffic fell back to the bridge and the host's routing.
     let l3_len = if gso == 0 {
         u32::from(ip.tot_len)
     } else {
-        gso + (ip.l4 - ip.l3) as u32 + 60
+        // Unknown transport header (not TCP/UDP): assume the largest TCP header.
+        let l4_hlen = if ip.l4_hlen == 0 { 60 } else { ip.l4_hlen };
+        gso + (ip.l4 - ip.l3) as u32 + u32::from(l4_hlen)
     };
     let to = e.rewrite;
     // SAFETY: plain data, all-zero is valid.

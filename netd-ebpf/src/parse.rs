@@ -63,6 +63,8 @@ pub struct Ip4 {
     pub l3: usize,
     /// Offset of the transport header (after options).
     pub l4: usize,
+    /// Length of the transport header (TCP with options, UDP 8), 0 when not parsed.
+    pub l4_hlen: u16,
     pub proto: u8,
     pub ttl: u8,
     /// Total length from the IP header.
@@ -123,6 +125,7 @@ fn ip_header(ctx: &TcContext, l3: usize, avail: usize) -> Result<Ip4, DropReason
     Ok(Ip4 {
         l3,
         l4: l3 + ihl,
+        l4_hlen: 0,
         proto: h[9],
         ttl: h[8],
         tot_len: tot_len as u16,
@@ -165,10 +168,14 @@ fn transport(ctx: &TcContext, ip: &mut Ip4, l4_len: usize, inner: bool) -> Resul
             ip.dport_be = u16::from_ne_bytes([p[2], p[3]]);
             if ip.proto == IPPROTO_TCP && !inner {
                 let f: [u8; 2] = ctx.load(ip.l4 + 12).map_err(|_| DropReason::Malformed)?;
-                if usize::from(f[0] >> 4) * 4 < 20 {
+                let doff = u16::from(f[0] >> 4) * 4;
+                if doff < 20 {
                     return Err(DropReason::Malformed);
                 }
                 ip.tcp_flags = f[1];
+                ip.l4_hlen = doff;
+            } else if ip.proto == IPPROTO_UDP {
+                ip.l4_hlen = 8;
             }
             ip.kind = L4Kind::Ports;
         }
