@@ -70,7 +70,8 @@ pub fn fast_to_container(
     Ok(Some(unsafe { bpf_redirect_peer(ep.host_ifindex, 0) } as i32))
 }
 
-/// The fast path to the uplink: a packet of a known translated flow from a container is
+/// The fast path to the uplink: a packet of a known translated flow (its NAT entry `e`,
+/// found by [`nat::lookup`] for `key`) from a container is
 /// translated right at its veth and sent to the uplink with the next hop's MAC from the
 /// kernel's FIB and neighbour tables (`bpf_fib_lookup`, `bpf_redirect_neigh` when the
 /// neighbour is not resolved yet), skipping the bridge and the host's routing. `None`
@@ -126,8 +127,7 @@ pub fn fast_to_uplink(
     {
         return Ok(None);
     }
-    let e = nat::lookup(key).unwrap_or(*e);
-    nat::apply(ctx, ip, key, &e)?;
+    nat::apply(ctx, ip, key, e)?;
     csum::dec_ttl(ctx, ip)?;
     if resolved {
         csum::set_macs(ctx, &p.dmac, &p.smac)?;

@@ -13,7 +13,7 @@ use crate::{
     forward, frag, icmp,
     icmp::ErrorVerdict,
     isolation,
-    maps::NETD_NETWORKS,
+    maps::{NETD_ENDPOINTS, NETD_NETWORKS},
     nat,
     parse::{self, ETH_P_IP, Ip4, L4Kind},
     ports,
@@ -94,9 +94,25 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     guard_containers(&ip, DropReason::WanToContainer)
 }
 
+/// Whether the packet comes straight from a container's veth: the fast path
+/// ([`forward::fast_to_uplink`]) redirected it here already translated and recorded.
+/// A packet that took the slow path was received again on the bridge, which set its
+/// ingress ifindex to the bridge's, so only fast-path packets match.
+#[inline(always)]
+fn from_fast_path(ctx: &TcContext) -> bool {
+    // SAFETY: the kernel hands TC programs a valid __sk_buff.
+    let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    iif != 0 && NETD_ENDPOINTS.get_ptr(iif).is_some()
+}
+
 /// What leaves for the wan.
 #[inline(always)]
 pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
+    // Parsing and looking the flow up again would only find the translated tuple, which
+    // is no flow's key: ~0.4-0.6 us per packet for nothing (bpf_stats, bench rr_dnat).
+    if from_fast_path(ctx) {
+        return Ok(PASS);
+    }
     if parse::eth(ctx)?.proto != ETH_P_IP {
         return Ok(PASS);
     }

@@ -54,9 +54,9 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let known = frag::track(&mut ip);
     let key = ip.key();
-    if known && let Some(e) = nat::peek(&key) {
+    // One lookup per packet (it also restores an evicted other half of the pair).
+    if known && let Some(e) = nat::lookup(&key) {
         if e.flags & NAT_F_HAIRPIN != 0 {
-            let e = nat::lookup(&key).unwrap_or(e);
             nat::apply(ctx, &ip, &key, &e)?;
             return forward::to_endpoint(ctx, &ip, e.rewrite.daddr_be);
         }
