@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, Map, MapData};
+use std::os::fd::AsFd as _;
+
+use aya::maps::{HashMap, IterableMap as _, Map, MapData};
 use netd_common::{
     conntrack::{
         CtEntry, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, SECOND_NS, state_name, timeout_ns,
@@ -23,7 +25,7 @@ use netd_common::{
 };
 use tracing::{debug, warn};
 
-use super::{bpffs, tables::ip};
+use super::{bpffs, sys, tables::ip};
 use crate::dataplane::{DataplaneError, Flow, Result};
 
 type CtMap = HashMap<MapData, FlowKey, CtEntry>;
@@ -113,24 +115,36 @@ fn involves(k: &FlowKey, ips: &[u32]) -> bool {
     ips.contains(&k.saddr_be) || ips.contains(&k.daddr_be)
 }
 
+/// Every entry of `map`, read in batches (see [`sys::hash_entries`]); key by key when
+/// the kernel refuses batches.
+pub fn entries<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> Result<Vec<(K, V)>> {
+    match sys::hash_entries(map.map().fd().as_fd()) {
+        Ok(all) => Ok(all),
+        Err(e) => {
+            debug!(error = %e, "batched map lookup refused; reading key by key");
+            map.iter()
+                .collect::<Result<_, _>>()
+                .map_err(|e| DataplaneError::new("reading a flow table", e))
+        }
+    }
+}
+
 /// Removes the flows that involve any of `ips` (all when `None`) on either side of the
 /// translation; returns how many flows went.
 pub fn flush(ct: &mut CtMap, nat: &mut NatMap, ips: Option<&[Ipv4Addr]>) -> Result<u64> {
     let ips: Option<Vec<u32>> =
         ips.map(|v| v.iter().map(|a| u32::from_ne_bytes(a.octets())).collect());
     let hit = |k: &FlowKey| ips.as_ref().is_none_or(|ips| involves(k, ips));
-    let flows: Vec<(FlowKey, CtEntry)> = ct
-        .iter()
-        .filter_map(Result::ok)
+    let flows: Vec<(FlowKey, CtEntry)> = entries(ct)?
+        .into_iter()
         .filter(|(k, e)| hit(k) || hit(&e.translated))
         .collect();
     for (k, e) in &flows {
         remove_flow(ct, nat, k, e);
     }
     // Translations whose conntrack entry was already gone.
-    let orphans: Vec<FlowKey> = nat
-        .iter()
-        .filter_map(Result::ok)
+    let orphans: Vec<FlowKey> = entries(nat)?
+        .into_iter()
         .filter(|(k, n)| hit(k) || hit(&n.rewrite))
         .map(|(k, _)| k)
         .collect();

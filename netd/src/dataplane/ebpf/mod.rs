@@ -202,10 +202,12 @@ impl EbpfDataplane {
 /// its datagrams to a published port taken for replies until the old entry expires.
 fn flush_host_flows(maps: &mut Maps, ips: Option<&[Ipv4Addr]>) {
     let ips: Option<Vec<u32>> = ips.map(|v| v.iter().map(|a| tables::be(*a)).collect());
-    let stale: Vec<_> = maps
-        .host_flows
-        .keys()
-        .filter_map(Result::ok)
+    let Ok(all) = conntrack::entries(&maps.host_flows) else {
+        return;
+    };
+    let stale: Vec<_> = all
+        .into_iter()
+        .map(|(k, _)| k)
         .filter(|k| {
             ips.as_ref()
                 .is_none_or(|ips| ips.contains(&k.saddr_be) || ips.contains(&k.daddr_be))
