@@ -281,7 +281,10 @@ mod tests {
         assert!(host_flow_live(t, t));
         assert!(host_flow_live(t, t + UDP_TIMEOUT));
         assert!(!host_flow_live(t, t + UDP_TIMEOUT + 1));
-        assert!(host_flow_live(t + SECOND_NS, t), "written ahead by another CPU");
+        assert!(
+            host_flow_live(t + SECOND_NS, t),
+            "written ahead by another CPU"
+        );
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub struct PortRange {
     pub end: u16,
 }
 
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a range holds at least one port"
+)]
 impl PortRange {
     pub fn single(port: u16) -> Self {
         PortRange {

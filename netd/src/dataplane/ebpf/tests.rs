@@ -197,7 +197,10 @@ fn mounts_bpffs_and_detects_a_changed_layout() {
         drop(dp);
         let err = EbpfDataplane::open(&bigger).expect_err("an older layout must be refused");
         let msg = err.to_string();
-        assert!(msg.contains("layout version") && msg.contains("--cleanup"), "{msg}");
+        assert!(
+            msg.contains("layout version") && msg.contains("--cleanup"),
+            "{msg}"
+        );
     });
 }
 
