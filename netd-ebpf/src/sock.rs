@@ -106,7 +106,7 @@ fn to_container(ctx: &SockAddrContext) {
     };
     // Without the reverse entry the process would see replies from an address it never
     // used and drop them; better to leave the syscall untranslated.
-    if NETD_SOCK_REV.insert(&key, &orig, 0).is_err() {
+    if NETD_SOCK_REV.insert(key, orig, 0).is_err() {
         return;
     }
     // SAFETY: user_ip4 and user_port are writable (4 bytes) in connect4 and sendmsg4;
@@ -131,7 +131,7 @@ fn to_published(ctx: &SockAddrContext) {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    let Some(orig) = (unsafe { NETD_SOCK_REV.get(&key) }).copied() else {
+    let Some(orig) = (unsafe { NETD_SOCK_REV.get(key) }).copied() else {
         return;
     };
     // SAFETY: writable (4 bytes) in recvmsg4 and getpeername4.
