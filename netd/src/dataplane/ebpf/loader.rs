@@ -6,7 +6,7 @@ use std::{mem::size_of, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapInfo, MapType, PerCpuArray, PerCpuHashMap},
-    programs::SchedClassifier,
+    programs::{Program, ProgramError, SchedClassifier},
 };
 use netd_common::{
     conntrack::{CtEntry, FlowKey, HostFlow},
@@ -233,16 +233,7 @@ pub fn load(cfg: &EbpfConfig) -> Result<(Ebpf, Maps), DataplaneError> {
         .load(OBJECT)
         .map_err(|e| DataplaneError::new("loading the eBPF object", format!("{e:#}")))?;
     for name in PROGRAMS {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| {
-                DataplaneError::new(
-                    "loading the eBPF object",
-                    format!("program {name} is missing"),
-                )
-            })?
-            .try_into()
-            .map_err(|e| DataplaneError::new(format!("loading program {name}"), e))?;
+        let prog: &mut SchedClassifier = typed_program(&mut ebpf, name)?;
         prog.load().map_err(|e| {
             DataplaneError::new(
                 format!("loading program {name} into the kernel"),
@@ -254,8 +245,27 @@ pub fn load(cfg: &EbpfConfig) -> Result<(Ebpf, Maps), DataplaneError> {
     Ok((ebpf, maps))
 }
 
+/// Program `name` of the object, as its type (`SchedClassifier`, `CgroupSockAddr`...).
+pub(super) fn typed_program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| {
+            DataplaneError::new(
+                "loading the eBPF object",
+                format!("program {name} is missing"),
+            )
+        })?
+        .try_into()
+        .map_err(|e| DataplaneError::new(format!("loading program {name}"), e))
+}
+
 /// The verifier log is the only useful part of a load failure; keep its tail.
-fn verifier_detail(e: &aya::programs::ProgramError) -> String {
+pub(super) fn verifier_detail(e: &ProgramError) -> String {
     let s = format!("{e:#}");
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines.len().saturating_sub(40);

@@ -30,7 +30,13 @@ use netd_common::sock::{
 };
 use tracing::{debug, info};
 
-use super::{EbpfDataplane, bpffs::LINKS_DIR, links, loader::MapSpec, sys};
+use super::{
+    EbpfDataplane,
+    bpffs::LINKS_DIR,
+    links,
+    loader::{self, MapSpec},
+    sys,
+};
 use crate::dataplane::{DataplaneError, Result};
 
 #[cfg(test)]
@@ -202,21 +208,12 @@ fn link_update(link: &OwnedFd, prog: &CgroupSockAddr) -> io::Result<()> {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
-    let prog: &mut CgroupSockAddr = ebpf
-        .program_mut(name)
-        .ok_or_else(|| {
-            DataplaneError::new(
-                "loading the eBPF object",
-                format!("program {name} is missing"),
-            )
-        })?
-        .try_into()
-        .map_err(|e| DataplaneError::new(format!("loading program {name}"), e))?;
+    let prog: &mut CgroupSockAddr = loader::typed_program(ebpf, name)?;
     if prog.fd().is_err() {
         prog.load().map_err(|e| {
             DataplaneError::new(
                 format!("loading program {name} into the kernel"),
-                format!("{e:#}"),
+                loader::verifier_detail(&e),
             )
         })?;
     }
