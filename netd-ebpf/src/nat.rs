@@ -100,9 +100,14 @@ fn insert_pair(
         _pad: [0; 2],
         pub_id,
     };
-    NETD_NAT
+    // A taken reverse key may hold this very flow's reply half, left behind when the LRU
+    // evicted only the forward half: keep it and restore the forward half next to it.
+    let own_reverse = NETD_NAT
         .insert(rev_key, rev, u64::from(BPF_NOEXIST))
-        .map_err(|_| PairError::Taken)?;
+        .is_err();
+    if own_reverse && peek(&rev_key).is_none_or(|e| e.rewrite != rev.rewrite) {
+        return Err(PairError::Taken);
+    }
     let fwd = NatEntry {
         rewrite: *t,
         created_ns: now,
@@ -112,7 +117,9 @@ fn insert_pair(
         pub_id,
     };
     if NETD_NAT.insert(o, fwd, u64::from(BPF_NOEXIST)).is_err() {
-        let _ = NETD_NAT.remove(rev_key);
+        if !own_reverse {
+            let _ = NETD_NAT.remove(rev_key);
+        }
         return Err(PairError::Exists);
     }
     Ok(())

@@ -51,6 +51,30 @@ fn an_evicted_half_of_a_pair_is_restored_and_the_port_never_changes() {
 }
 
 #[test]
+fn an_evicted_forward_half_is_restored_by_the_next_packet_out() {
+    with_lab("restore-fwd", |lab| {
+        let c1 = lab.c1.ip;
+        // A one-way UDP stream: no reply ever restores anything for it.
+        let blocker = Ip::new(lab.c3.ip, WAN, UDP, packet::udp(47100, 53, b"q"));
+        lab.up_out(&from_container(&lab.c3, &blocker));
+        let out = Ip::new(c1, WAN, UDP, packet::udp(47100, 53, b"one"));
+        let port = parse(&lab.up_out(&from_container(&lab.c1, &out)).1).sport;
+        assert_ne!(port, 47100, "the flow took a port from the range");
+
+        // The LRU drops only the forward half; the reply half stays.
+        assert!(lab.remove_nat((c1, 47100), (WAN, 53), UDP));
+        let before = lab.drops("nat_insert");
+        let again = Ip::new(c1, WAN, UDP, packet::udp(47100, 53, b"two"));
+        let (rc, f) = lab.up_out(&from_container(&lab.c1, &again));
+        assert_eq!(rc, TC_ACT_OK, "the next datagram out is not dropped");
+        assert_eq!(parse(&f).sport, port, "and keeps the flow's port");
+        assert_eq!(lab.drops("nat_insert"), before);
+        let back = Ip::new(WAN, UPLINK_IP, UDP, packet::udp(53, port, b"r"));
+        assert_eq!(parse(&lab.up_in(&on_uplink(&back)).1).dst, c1);
+    });
+}
+
+#[test]
 fn exhausted_snat_ports_drop_new_flows_only() {
     let bpffs = TestBpffs::mounted("exhaust");
     let path = bpffs.path().to_path_buf();
