@@ -60,6 +60,21 @@ pub fn tcp_connect(
     in_ns(ns, move || connect_here(src, dst, timeout))
 }
 
+/// A listener with SO_REUSEADDR, as servers set it: an earlier server on the same port
+/// may have closed first and left its side of a connection in TIME_WAIT.
+fn listen_here(addr: SocketAddr) -> io::Result<TcpListener> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &v4(addr)?)?;
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(128)?)?;
+    Ok(TcpListener::from(fd))
+}
+
 fn connect_here(
     src: Option<SocketAddr>,
     dst: SocketAddr,
@@ -144,7 +159,7 @@ pub struct TcpEcho {
 impl TcpEcho {
     /// Listen on `addr` in `ns`.
     pub fn start(ns: &Path, addr: SocketAddr) -> TcpEcho {
-        let listener = in_ns(ns, move || TcpListener::bind(addr))
+        let listener = in_ns(ns, move || listen_here(addr))
             .unwrap_or_else(|e| panic!("binding TCP {addr} in {}: {e}", ns.display()));
         listener
             .set_nonblocking(true)
