@@ -3,7 +3,8 @@
 use clap::Subcommand;
 
 use super::{
-    CliError, EXIT_API, EXIT_OK, Output, emit, emit_json, port::mapping, table::Table, tolerate,
+    CliError, EXIT_OK, Output, emit, emit_json, inspect_each, port::mapping, remove_each,
+    table::Table,
 };
 use crate::api::{
     client::Client,
@@ -113,26 +114,10 @@ impl EndpointCommand {
                 }
             }
             EndpointCommand::Inspect { names, .. } => {
-                let mut found = Vec::new();
-                for name in &names {
-                    found.extend(tolerate(client.endpoint_inspect(name).await)?);
-                }
-                emit_json(&found)?;
-                return Ok(if found.len() == names.len() {
-                    EXIT_OK
-                } else {
-                    EXIT_API
-                });
+                return inspect_each(&names, async |n| client.endpoint_inspect(n).await).await;
             }
             EndpointCommand::Rm { names } => {
-                let mut failed = false;
-                for name in &names {
-                    match tolerate(client.endpoint_remove(name).await)? {
-                        Some(()) => emit(&format!("{name}\n"))?,
-                        None => failed = true,
-                    }
-                }
-                return Ok(if failed { EXIT_API } else { EXIT_OK });
+                return remove_each(&names, async |n| client.endpoint_remove(n).await).await;
             }
         }
         Ok(EXIT_OK)

@@ -227,5 +227,37 @@ fn tolerate<T>(result: Result<T, ClientError>) -> Result<Option<T>, CliError> {
     }
 }
 
+/// `inspect NAME...`: a JSON array of the objects found; exit 1 when any was not.
+async fn inspect_each<T: Serialize>(
+    names: &[String],
+    mut inspect: impl AsyncFnMut(&str) -> Result<T, ClientError>,
+) -> Result<u8, CliError> {
+    let mut found = Vec::new();
+    for name in names {
+        found.extend(tolerate(inspect(name).await)?);
+    }
+    emit_json(&found)?;
+    Ok(if found.len() == names.len() {
+        EXIT_OK
+    } else {
+        EXIT_API
+    })
+}
+
+/// `rm NAME...`: print each name removed; exit 1 when any removal was refused.
+async fn remove_each(
+    names: &[String],
+    mut remove: impl AsyncFnMut(&str) -> Result<(), ClientError>,
+) -> Result<u8, CliError> {
+    let mut failed = false;
+    for name in names {
+        match tolerate(remove(name).await)? {
+            Some(()) => emit(&format!("{name}\n"))?,
+            None => failed = true,
+        }
+    }
+    Ok(if failed { EXIT_API } else { EXIT_OK })
+}
+
 #[cfg(test)]
 mod tests;

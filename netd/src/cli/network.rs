@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, EXIT_API, EXIT_OK, Output, emit, emit_json, table::Table, tolerate};
+use super::{CliError, EXIT_OK, Output, emit, emit_json, inspect_each, remove_each, table::Table};
 use crate::api::{
     client::Client,
     types::{NetworkCreate, NetworkInfo},
@@ -104,26 +104,10 @@ impl NetworkCommand {
                 Ok(EXIT_OK)
             }
             NetworkCommand::Inspect { names, .. } => {
-                let mut found = Vec::new();
-                for name in &names {
-                    found.extend(tolerate(client.network_inspect(name).await)?);
-                }
-                emit_json(&found)?;
-                Ok(if found.len() == names.len() {
-                    EXIT_OK
-                } else {
-                    EXIT_API
-                })
+                inspect_each(&names, async |n| client.network_inspect(n).await).await
             }
             NetworkCommand::Rm { names } => {
-                let mut failed = false;
-                for name in &names {
-                    match tolerate(client.network_remove(name).await)? {
-                        Some(()) => emit(&format!("{name}\n"))?,
-                        None => failed = true,
-                    }
-                }
-                Ok(if failed { EXIT_API } else { EXIT_OK })
+                remove_each(&names, async |n| client.network_remove(n).await).await
             }
         }
     }
