@@ -226,9 +226,9 @@ impl Inner {
         &mut self,
         pred: impl Fn(&crate::model::Publication) -> bool,
     ) -> Result<()> {
-        let state = self.state.clone();
-        for p in state.publications.iter().filter(|p| pred(p)) {
-            self.dataplane.unpublish(&publication_view(p, &state)?)?;
+        for p in self.state.publications.iter().filter(|p| pred(p)) {
+            self.dataplane
+                .unpublish(&publication_view(p, &self.state)?)?;
         }
         Ok(())
     }

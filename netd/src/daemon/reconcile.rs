@@ -5,10 +5,7 @@
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
-use super::{
-    service::{Inner, network_view, publication_view},
-    txn::UndoLog,
-};
+use super::service::{Inner, network_view, publication_view};
 use crate::{
     dataplane::{EndpointView, SyncView},
     error::{Error, Result},
@@ -69,6 +66,7 @@ impl Inner {
     }
 
     /// Drop endpoints whose namespace disappeared, with their publications and leftovers.
+    /// The caller persists the state.
     async fn forget_endpoints(&mut self, gone: &[Endpoint]) -> Result<()> {
         for endpoint in gone {
             warn!(endpoint = %endpoint.name, netns = %endpoint.netns.path.display(), "namespace is gone; removing the endpoint");
@@ -80,12 +78,13 @@ impl Inner {
                 Netns::remove_named(&endpoint.netns.path)?;
             }
         }
-        let mut next = self.state.clone();
-        next.endpoints
+        self.state
+            .endpoints
             .retain(|e| gone.iter().all(|g| g.name != e.name));
-        next.publications
+        self.state
+            .publications
             .retain(|p| gone.iter().all(|g| g.name != p.endpoint));
-        self.commit(next, UndoLog::default()).await
+        Ok(())
     }
 
     /// Hand the whole state to the dataplane, which keeps what matches.

@@ -53,7 +53,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Run `steps`; if they fail, reverse what they recorded and pass the error on.
+    /// Pass a step's success on with its undo log; on failure, reverse what the log
+    /// recorded and pass the error on.
     pub(crate) async fn rollback_on_err<T>(
         &mut self,
         result: Result<T>,
