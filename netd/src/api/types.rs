@@ -33,7 +33,7 @@ pub struct DaemonInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkCreate {
     pub name: String,
-    /// CIDR; chosen from a free 172.18-31.0.0/16 (then 192.168.x.0/24) pool when absent.
+    /// CIDR; when absent, the first free 172.17-31.0.0/16, then a /20 of 192.168.0.0/16.
     pub subnet: Option<String>,
     /// Defaults to the first address of the subnet.
     pub gateway: Option<String>,

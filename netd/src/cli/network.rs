@@ -37,7 +37,7 @@ pub enum NetworkCommand {
 #[derive(Debug, Clone, Args)]
 pub struct NetworkCreateArgs {
     pub name: String,
-    /// Subnet in CIDR notation [default: a free 172.18-31.0.0/16, then 192.168.x.0/24]
+    /// Subnet in CIDR notation [default: the first free 172.17-31.0.0/16, then a /20 of 192.168.0.0/16]
     #[arg(long, value_name = "CIDR")]
     pub subnet: Option<String>,
     /// Gateway address, the bridge's [default: the subnet's first address]
