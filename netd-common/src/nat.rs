@@ -45,8 +45,15 @@ pub struct DataplaneConfig {
     /// inclusive).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// `UPLINK_F_*` bits.
+    pub uplink_flags: u32,
 }
-assert_size!(DataplaneConfig, 16);
+assert_size!(DataplaneConfig, 20);
+
+/// The uplink is a veth (or netkit) whose peer is in another namespace: the fast path
+/// hands packets to the peer's ingress (`bpf_redirect_peer`) instead of transmitting
+/// them on the uplink, which would queue them once more on the way.
+pub const UPLINK_F_PEER: u32 = 1;
 
 /// Key of [`crate::maps::FRAGS`]: a fragmented datagram.
 #[repr(C)]

@@ -9,7 +9,11 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use netd_common::{conntrack::FlowKey, nat::NatEntry, stats::DropReason};
+use netd_common::{
+    conntrack::FlowKey,
+    nat::{NatEntry, UPLINK_F_PEER},
+    stats::DropReason,
+};
 
 use crate::{
     csum,
@@ -74,7 +78,8 @@ pub fn fast_to_container(
 /// found by [`nat::lookup`] for `key`) from a container is
 /// translated right at its veth and sent to the uplink with the next hop's MAC from the
 /// kernel's FIB and neighbour tables (`bpf_fib_lookup`, `bpf_redirect_neigh` when the
-/// neighbour is not resolved yet), skipping the bridge and the host's routing. `None`
+/// neighbour is not resolved yet), skipping the bridge and the host's routing. An uplink
+/// that is a veth with its peer in another namespace gets it at the peer's ingress. `None`
 /// leaves the packet to the slow path: the route does not leave through the uplink, or
 /// the packet (or a segment of it) is larger than the route's MTU.
 #[inline(always)]
@@ -131,6 +136,15 @@ pub fn fast_to_uplink(
     csum::dec_ttl(ctx, ip)?;
     if resolved {
         csum::set_macs(ctx, &p.dmac, &p.smac)?;
+        if cfg.uplink_flags & UPLINK_F_PEER != 0 {
+            // Straight into the uplink peer's namespace, as the wan side would receive
+            // it from the wire: one queueing (the container's veth) instead of two. The
+            // uplink's egress program, which only counts fast-path packets, is skipped,
+            // so the count is taken here.
+            count(p.ifindex, u64::from(ctx.len()), Dir::Tx);
+            // SAFETY: a helper taking plain integers.
+            return Ok(Some(unsafe { bpf_redirect_peer(p.ifindex, 0) } as i32));
+        }
         // SAFETY: a helper taking plain integers.
         return Ok(Some(unsafe { bpf_redirect(p.ifindex, 0) } as i32));
     }

@@ -203,7 +203,10 @@ async fn find_uplink(netlink: &Netlink, cfg: &DaemonConfig) -> anyhow::Result<Up
         .into_iter()
         .map(|a| a.addr())
         .collect();
+    let peer_ingress =
+        matches!(link.kind.as_deref(), Some("veth" | "netkit")) && link.peer_netnsid.is_some();
     Ok(UplinkView {
+        peer_ingress,
         ifindex: link.index,
         ifname: link.name,
         mac: link.mac.unwrap_or_default(),

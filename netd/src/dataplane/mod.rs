@@ -34,6 +34,9 @@ pub struct UplinkView {
     /// `snat_ip` is set.
     pub addrs: Vec<Ipv4Addr>,
     pub snat_ip: Option<Ipv4Addr>,
+    /// The uplink is one end of a veth (or netkit) pair whose other end is in another
+    /// namespace, so a packet for the wan may be handed to that end's ingress directly.
+    pub peer_ingress: bool,
 }
 
 /// A network together with its kernel objects.

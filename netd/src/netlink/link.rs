@@ -192,6 +192,7 @@ pub(crate) fn link_info(msg: LinkMessage) -> LinkInfo {
         up: msg.header.flags.contains(LinkFlags::Up),
         master: None,
         kind: None,
+        peer_netnsid: None,
     };
     for attr in msg.attributes {
         match attr {
@@ -199,6 +200,7 @@ pub(crate) fn link_info(msg: LinkMessage) -> LinkInfo {
             LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
             LinkAttribute::Mtu(mtu) => info.mtu = mtu,
             LinkAttribute::Controller(master) if master != 0 => info.master = Some(master),
+            LinkAttribute::LinkNetNsId(id) => info.peer_netnsid = Some(id),
             LinkAttribute::LinkInfo(infos) => {
                 for nla in infos {
                     if let NlLinkInfo::Kind(kind) = nla {

@@ -100,6 +100,9 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// "bridge", "veth", ... when the kernel reports a kind.
     pub kind: Option<String>,
+    /// For a veth or netkit: the namespace id of its peer, when the peer lives in
+    /// another namespace.
+    pub peer_netnsid: Option<i32>,
 }
 
 /// Everything needed to plug a namespace into a bridge with one veth pair.

@@ -1,8 +1,10 @@
-//! The eBPF dataplane: loads netd-ebpf's programs, attaches them with pinned tcx links to
-//! the uplink and to every endpoint's host-side veth, and programs the maps they read.
+//! The eBPF dataplane: loads netd-ebpf's programs, attaches them to the uplink (pinned
+//! tcx links) and to every endpoint's host-side veth (cls_bpf filters, see [`links`]),
+//! and programs the maps they read.
 //!
-//! Everything it creates in the kernel is pinned under the bpffs directory, so the
-//! dataplane keeps working while the daemon is down and the next start picks it up.
+//! Maps and links are pinned under the bpffs directory and filters stay on their veths,
+//! so the dataplane keeps working while the daemon is down and the next start picks it
+//! up.
 
 mod bpffs;
 mod conntrack;
@@ -24,7 +26,11 @@ use std::{
 };
 
 use aya::{Ebpf, programs::TcAttachType};
-use netd_common::{maps as m, nat::DataplaneConfig, stats::IfaceCounters};
+use netd_common::{
+    maps as m,
+    nat::{DataplaneConfig, UPLINK_F_PEER},
+    stats::IfaceCounters,
+};
 use tracing::info;
 
 use self::{
@@ -110,13 +116,14 @@ impl EbpfDataplane {
             c.snat_port_min = cfg.snat_ports.start;
             c.snat_port_max = cfg.snat_ports.end;
         })?;
-        let pinned = links::pinned_ifindexes(&cfg.bpffs, Role::Veth)?.len();
-        info!(bpffs = %cfg.bpffs.display(), pinned_veth_links = pinned, "eBPF dataplane loaded");
+        info!(bpffs = %cfg.bpffs.display(), "eBPF dataplane loaded");
         Ok(dp)
     }
 
     /// Detaches everything and removes every pin under `bpffs` (`netd daemon --cleanup`).
     pub fn cleanup(bpffs: &Path) -> Result<(), DataplaneError> {
+        let veths = links::detach_all_filters(&[PROG_VETH_INGRESS, PROG_VETH_EGRESS])?;
+        info!(interfaces = veths, "detached the veth programs");
         if !bpffs.exists() {
             info!(bpffs = %bpffs.display(), "nothing to clean up");
             return Ok(());
@@ -154,26 +161,23 @@ impl EbpfDataplane {
                 .insert(ifindex, zero, 0)
                 .map_err(|e| map_err(format!("creating the counters of interface {ifindex}"), e))?;
         }
-        links::attach(
-            &mut self.ebpf,
-            &self.cfg.bpffs,
-            role,
-            ifindex,
-            TcAttachType::Ingress,
-            ingress,
-        )?;
-        links::attach(
-            &mut self.ebpf,
-            &self.cfg.bpffs,
-            role,
-            ifindex,
-            TcAttachType::Egress,
-            egress,
-        )
+        let both = [
+            (TcAttachType::Ingress, ingress),
+            (TcAttachType::Egress, egress),
+        ];
+        for (t, prog) in both {
+            match role {
+                Role::Uplink => {
+                    links::attach(&mut self.ebpf, &self.cfg.bpffs, role, ifindex, t, prog)?;
+                }
+                Role::Veth => links::attach_filter(&mut self.ebpf, ifindex, t, prog)?,
+            }
+        }
+        Ok(())
     }
 
     fn detach_veth(&mut self, ifindex: u32) -> Result<()> {
-        links::detach(&self.cfg.bpffs, Role::Veth, ifindex)?;
+        links::detach_filters(ifindex)?;
         tables::gone(self.maps.iface_stats.remove(&ifindex), || {
             format!("removing the counters of interface {ifindex}")
         })?;
@@ -244,6 +248,11 @@ impl Dataplane for EbpfDataplane {
         self.update_config(|c| {
             c.uplink_ifindex = uplink.ifindex;
             c.snat_ip_be = tables::be(snat);
+            c.uplink_flags = if uplink.peer_ingress {
+                UPLINK_F_PEER
+            } else {
+                0
+            };
         })?;
         // Attached once per process: a repeated call only updates the addresses.
         if self.uplink != Some(uplink.ifindex) {
@@ -255,7 +264,13 @@ impl Dataplane for EbpfDataplane {
             )?;
         }
         self.uplink = Some(uplink.ifindex);
-        info!(uplink = %uplink.ifname, ifindex = uplink.ifindex, snat_ip = %snat, "uplink attached");
+        info!(
+            uplink = %uplink.ifname,
+            ifindex = uplink.ifindex,
+            snat_ip = %snat,
+            peer_ingress = uplink.peer_ingress,
+            "uplink attached"
+        );
         Ok(())
     }
 
@@ -285,18 +300,29 @@ impl Dataplane for EbpfDataplane {
     }
 
     fn sync(&mut self, all: &SyncView<'_>) -> Result<()> {
-        tables::prune(&mut self.maps, &all.networks, &all.endpoints)?;
         let want: BTreeSet<u32> = all.endpoints.iter().map(|e| e.host_ifindex).collect();
-        for ifindex in links::pinned_ifindexes(&self.cfg.bpffs, Role::Veth)? {
-            if !want.contains(&ifindex) {
-                self.detach_veth(ifindex)?;
-            }
+        let stale: Vec<u32> = self
+            .maps
+            .endpoints
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want.contains(k))
+            .collect();
+        for ifindex in stale {
+            self.detach_veth(ifindex)?;
         }
+        tables::prune(&mut self.maps, &all.networks, &all.endpoints)?;
+        // An earlier netd hung veth programs on tcx links, which run before filters and
+        // would hide them: they go once the filters are in place.
+        let tcx_veths = links::pinned_ifindexes(&self.cfg.bpffs, Role::Veth)?;
         for net in &all.networks {
             tables::put_network(&mut self.maps, net)?;
         }
         for ep in &all.endpoints {
             self.put_endpoint(ep)?;
+        }
+        for ifindex in tcx_veths {
+            links::detach(&self.cfg.bpffs, Role::Veth, ifindex)?;
         }
         self.pubs.sync(&mut self.maps, &all.publications)
     }

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use netd_common::stats::DropReason;
 
 use self::harness::{TestBpffs, in_netns, send_frames, settle, veth_pair};
-use super::{EbpfConfig, EbpfDataplane, links, loader};
+use super::{EbpfConfig, EbpfDataplane, loader};
 use crate::{
     dataplane::{Dataplane, EndpointView, UplinkView},
     model::{Attachment, MacAddr, Network, PortRange},
@@ -72,9 +72,27 @@ fn counters(dp: &EbpfDataplane, ifindex: u32) -> Option<(u64, u64, u64, u64)> {
         .map(|c| (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes))
 }
 
+/// The names of the BPF filters on `ifname` in direction `dir` (ingress or egress), as
+/// `tc filter show` lists them.
+fn netd_filters(ifname: &str, dir: &str) -> Vec<String> {
+    let out = std::process::Command::new("tc")
+        .args(["filter", "show", "dev", ifname, dir])
+        .output()
+        .expect("running tc");
+    // "filter protocol all pref 1 bpf chain 0 handle 0x4e44 NAME[:...] direct-action ..."
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip_while(|w| *w != "handle").skip(2);
+            let name = words.next()?;
+            Some(name.split(':').next().unwrap_or(name).to_string())
+        })
+        .collect()
+}
+
 /// Milestone 1: programs attach to an endpoint veth and to the uplink, count packets and
-/// bytes per interface and direction, keep counting through a reopen (pinned maps and
-/// links reused), and stop when detached.
+/// bytes per interface and direction, keep counting through a reopen (pinned maps
+/// reused, programs replaced in place), and stop when detached.
 #[test]
 fn counts_per_interface_and_survives_reopen() {
     let bpffs = TestBpffs::mounted("counts");
@@ -97,6 +115,7 @@ fn counts_per_interface_and_survives_reopen() {
             mac: [2, 0, 0, 0, 0, 1],
             addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
             snat_ip: None,
+            peer_ingress: false,
         };
 
         let mut dp = EbpfDataplane::open(&cfg).expect("open");
@@ -131,7 +150,7 @@ fn counts_per_interface_and_survives_reopen() {
             .expect("conntrack table");
         assert_eq!(ct.capacity, 4096);
 
-        // A restart: the pinned maps keep the counts, the pinned links are reused.
+        // A restart: the pinned maps keep the counts, the filters stay attached.
         drop(dp);
         send_frames(&cont, att.mac.0, 1, 100);
         let mut dp = EbpfDataplane::open(&cfg).expect("reopen");
@@ -151,16 +170,21 @@ fn counts_per_interface_and_survives_reopen() {
             "one program per direction after reattach"
         );
 
-        dp.remove_endpoint(&ep).expect("remove_endpoint");
-        assert!(
-            !links::pin_path(
-                cfg.bpffs.as_path(),
-                links::Role::Veth,
-                host.index,
-                aya::programs::TcAttachType::Ingress
-            )
-            .exists()
+        assert_eq!(
+            (
+                netd_filters("ndh", "ingress"),
+                netd_filters("ndh", "egress")
+            ),
+            (
+                vec!["netd_veth_ingress".to_string()],
+                vec!["netd_veth_egress".to_string()]
+            ),
+            "the reattach replaced the filters in place"
         );
+
+        dp.remove_endpoint(&ep).expect("remove_endpoint");
+        assert_eq!(netd_filters("ndh", "ingress"), Vec::<String>::new());
+        assert_eq!(netd_filters("ndh", "egress"), Vec::<String>::new());
         send_frames(&cont, att.mac.0, 2, 100);
         // Give a wrongly still attached program every chance to count.
         settle(|| counters(&dp, host.index).is_some());
@@ -246,6 +270,7 @@ fn removal_after_the_veth_is_gone_and_repeated_calls_are_idempotent() {
             mac: [2, 0, 0, 0, 0, 1],
             addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
             snat_ip: None,
+            peer_ingress: false,
         };
         let mut dp = EbpfDataplane::open(&cfg).expect("open");
         dp.set_uplink(&uplink).expect("set_uplink");
@@ -270,13 +295,6 @@ fn removal_after_the_veth_is_gone_and_repeated_calls_are_idempotent() {
         dp.remove_endpoint(&ep)
             .expect("remove after the veth is gone");
         dp.remove_endpoint(&ep).expect("remove again");
-        let pin = links::pin_path(
-            cfg.bpffs.as_path(),
-            links::Role::Veth,
-            host.index,
-            aya::programs::TcAttachType::Ingress,
-        );
-        assert!(!pin.exists(), "no pin left");
         assert!(
             dp.maps.endpoints.get(&host.index, 0).is_err(),
             "no endpoint entry left"

@@ -118,6 +118,7 @@ fn uplink() -> UplinkView {
         mac: [0; 6],
         addrs: vec![],
         snat_ip: None,
+        peer_ingress: false,
     }
 }
 

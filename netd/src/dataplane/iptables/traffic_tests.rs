@@ -199,6 +199,7 @@ fn published_port_masquerade_and_hairpin_carry_traffic() {
             mac: [0; 6],
             addrs: vec![Ipv4Addr::new(203, 0, 113, 1)],
             snat_ip: None,
+            peer_ingress: false,
         };
         let mut dp = IptablesDataplane::new(IptablesConfig::default());
         dp.set_uplink(&up).unwrap();

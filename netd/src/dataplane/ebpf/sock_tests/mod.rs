@@ -192,6 +192,7 @@ impl Lab {
             mac: [2, 0, 0, 0, 0, 1],
             addrs: vec![UPLINK],
             snat_ip: None,
+            peer_ingress: false,
         };
         dp.set_uplink(&uplink).expect("set_uplink");
         dp.add_network(&NetworkView {

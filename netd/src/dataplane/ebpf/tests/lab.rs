@@ -158,6 +158,7 @@ impl Lab {
             mac: [2, 0, 0, 0, 0, 2],
             addrs: vec![UPLINK_IP],
             snat_ip: None,
+            peer_ingress: true,
         };
         dp.set_uplink(&up).expect("set_uplink");
         for (n, b) in networks.iter().zip(&bridges) {

@@ -80,6 +80,7 @@ fn program(dp: &mut EbpfDataplane) {
         mac: [0; 6],
         addrs: vec![HOST],
         snat_ip: None,
+        peer_ingress: false,
     };
     dp.set_uplink(&up).expect("set_uplink");
     let publication = Publication {
