@@ -2,10 +2,12 @@
 //! port specs and name validation.
 
 pub mod ipam;
+mod journal;
 pub mod names;
 pub mod portspec;
 mod store;
 
+pub use journal::Delta;
 pub use names::{NameError, validate_ifname, validate_name};
 pub use store::StateStore;
 

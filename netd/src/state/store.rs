@@ -1,12 +1,35 @@
-//! Atomic persistence of [`DesiredState`] in the state directory.
+//! Durable persistence of [`DesiredState`] in the state directory: a snapshot plus a
+//! journal of publication changes.
 //!
 //! Layout of the directory:
 //! - `lock`: holds an exclusive `flock(2)` for as long as the daemon runs, and its pid so
 //!   that a second daemon can say who holds it. flock locks die with the process, so a
 //!   `kill -9` never leaves a stale lock behind.
-//! - `state.json`: the desired state. It is replaced by writing `state.json.tmp`,
+//! - `state.json`: the snapshot: the desired state plus `journal_seq`, the number of the
+//!   last journal line it already includes. It is replaced by writing `state.json.tmp`,
 //!   fsyncing it, renaming it over `state.json` and fsyncing the directory, so after a
-//!   crash at any point the file is either the old or the new state, never a mix.
+//!   crash at any point the file is either the old or the new snapshot, never a mix.
+//! - `journal.jsonl`: publish and unpublish changes made since the snapshot, one
+//!   numbered line each, appended and fdatasynced before the change is reported done
+//!   (see [`Delta`]). Rewriting the whole state costs O(publications) per port; a line
+//!   costs one small write.
+//!
+//! The state is the snapshot with the journal lines numbered above `journal_seq` applied
+//! in order. Line numbers only grow, and a snapshot records the highest number handed
+//! out so far, so a crash at any point leaves a readable directory and no line is
+//! applied twice:
+//! - during an append: the torn last line is ignored at load. The change was not
+//!   reported done, and the kernel side is brought back in line by reconciliation.
+//! - during a snapshot, before the rename: the old snapshot and the whole journal.
+//! - after the rename, before the journal is emptied: every line left is at or below the
+//!   new `journal_seq` and is skipped.
+//!
+//! Other changes (networks, endpoints, reconciliation) write a snapshot, which empties
+//! the journal. A change is also written as a snapshot when the journal already holds
+//! max(1024, publications) lines, so the snapshot's O(n) cost comes at most once every
+//! n changes, and when the journal holds lines from a previous run (possibly a torn
+//! one), so that nothing is ever appended after a torn line: after a restart the first
+//! save compacts (the daemon's reconciliation does it at every start).
 
 use std::{
     fs::{self, DirBuilder, File, OpenOptions, TryLockError},
@@ -15,19 +38,46 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::StateError;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    StateError,
+    journal::{self, Delta, Journal},
+};
 use crate::model::DesiredState;
 
 const LOCK_FILE: &str = "lock";
 const STATE_FILE: &str = "state.json";
 const TMP_FILE: &str = "state.json.tmp";
+const JOURNAL_FILE: &str = "journal.jsonl";
 
-/// The state directory: `state.json`, written atomically, and a lock that keeps a second
-/// daemon out.
+/// The journal may grow to this many lines even when there are fewer publications.
+const COMPACT_MIN_ENTRIES: usize = 1024;
+
+/// The state directory: a snapshot written atomically, a journal of publication changes
+/// since, and a lock that keeps a second daemon out.
 pub struct StateStore {
     dir: PathBuf,
+    journal: Journal,
     /// Held open for the lifetime of the store: closing it releases the flock.
     _lock: File,
+}
+
+/// `state.json` as written: the state's own fields, plus `journal_seq`.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    journal_seq: u64,
+    #[serde(flatten)]
+    state: &'a DesiredState,
+}
+
+/// `state.json` as read. A file from before the journal has no `journal_seq`.
+#[derive(Deserialize)]
+struct SnapshotIn {
+    #[serde(default)]
+    journal_seq: u64,
+    #[serde(flatten)]
+    state: DesiredState,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> StateError {
@@ -87,6 +137,7 @@ impl StateStore {
         }
         Ok(StateStore {
             dir: dir.to_path_buf(),
+            journal: Journal::open(dir, JOURNAL_FILE)?,
             _lock: lock,
         })
     }
@@ -96,31 +147,57 @@ impl StateStore {
         &self.dir
     }
 
-    /// The saved state, or `None` on first start.
+    /// The saved state (the snapshot with the journal replayed), or `None` on first
+    /// start.
     pub fn load(&self) -> Result<Option<DesiredState>, StateError> {
         let path = self.dir.join(STATE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let snapshot = match fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice::<SnapshotIn>(&bytes).map_err(|e| {
+                StateError::Corrupt {
+                    path: path.display().to_string(),
+                    detail: format!(
+                        "{e}; fix or move the file away (netd then starts with an empty state)"
+                    ),
+                }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&path, e)),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: path.display().to_string(),
-                detail: format!(
-                    "{e}; fix or move the file away (netd then starts with an empty state)"
-                ),
-            })
+        let found = snapshot.is_some();
+        let (after_seq, mut state) =
+            snapshot.map_or((0, DesiredState::default()), |s| (s.journal_seq, s.state));
+        let replayed = journal::replay(self.journal.path(), after_seq, &mut state)?;
+        if replayed > 0 {
+            tracing::info!(path = %self.journal.path().display(), lines = replayed, "replayed the state journal");
+        }
+        Ok((found || replayed > 0).then_some(state))
     }
 
-    /// Replace the saved state atomically (write, fsync, rename, fsync the directory).
-    pub fn save(&self, state: &DesiredState) -> Result<(), StateError> {
+    /// Persist one publication change to `state`, the state it applies to (which the
+    /// caller then updates with [`Delta::apply`]). Usually one journal line; a snapshot
+    /// when the journal is due for compaction.
+    pub fn record(&mut self, delta: &Delta, state: &DesiredState) -> Result<(), StateError> {
+        let limit = state.publications.len().max(COMPACT_MIN_ENTRIES);
+        if self.journal.dirty() || self.journal.entries() >= limit {
+            let mut next = state.clone();
+            delta.apply(&mut next);
+            return self.save(&next);
+        }
+        self.journal.append(delta)
+    }
+
+    /// Write `state` as the new snapshot atomically (write, fsync, rename, fsync the
+    /// directory), then empty the journal it now includes.
+    pub fn save(&mut self, state: &DesiredState) -> Result<(), StateError> {
         let tmp = self.dir.join(TMP_FILE);
         let path = self.dir.join(STATE_FILE);
-        // Compact: the whole state is written on every change, and with thousands of
-        // publications indentation doubles the bytes to serialize and fsync.
-        let mut bytes = serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
+        let snapshot = SnapshotOut {
+            journal_seq: self.journal.last_seq(),
+            state,
+        };
+        // Compact: with thousands of publications indentation doubles the bytes to
+        // serialize and fsync.
+        let mut bytes = serde_json::to_vec(&snapshot).map_err(|e| StateError::Corrupt {
             path: path.display().to_string(),
             detail: format!("cannot serialize the state: {e}"),
         })?;
@@ -140,9 +217,14 @@ impl StateStore {
         // The rename is only durable once the directory entry is on disk.
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&self.dir, e))
+            .map_err(|e| io_err(&self.dir, e))?;
+        self.journal.clear();
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod journal_tests;
 
 #[cfg(test)]
 mod tests {
@@ -151,7 +233,7 @@ mod tests {
     use super::*;
     use crate::model::Network;
 
-    fn sample() -> DesiredState {
+    pub(super) fn sample() -> DesiredState {
         let mut s = DesiredState::default();
         s.networks.push(Network {
             name: "netd0".into(),
@@ -197,7 +279,7 @@ mod tests {
     #[test]
     fn save_then_load_round_trips_and_leaves_no_tmp() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = StateStore::open(tmp.path()).unwrap();
+        let mut store = StateStore::open(tmp.path()).unwrap();
         let s = sample();
         store.save(&s).unwrap();
         assert!(!tmp.path().join(TMP_FILE).exists());
@@ -250,7 +332,7 @@ mod tests {
     fn open_removes_interrupted_tmp_and_keeps_state() {
         let tmp = tempfile::tempdir().unwrap();
         {
-            let store = StateStore::open(tmp.path()).unwrap();
+            let mut store = StateStore::open(tmp.path()).unwrap();
             store.save(&sample()).unwrap();
         }
         fs::write(tmp.path().join(TMP_FILE), b"half a").unwrap();
