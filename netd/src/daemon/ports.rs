@@ -12,7 +12,10 @@ use crate::{
     api::types::{PortPublish, PortUnpublish, PublicationInfo},
     error::{Error, Result},
     model::{PortRange, Publication},
-    state::portspec::{self, PortSpec},
+    state::{
+        Delta,
+        portspec::{self, PortSpec},
+    },
 };
 
 impl Inner {
@@ -27,9 +30,8 @@ impl Inner {
             network: view.network.clone(),
             container_ip: view.container_ip,
         });
-        let mut next = self.state.clone();
-        next.publications.push(publication.clone());
-        self.commit(next, undo).await?;
+        self.commit_delta(Delta::Publish(publication.clone()), undo)
+            .await?;
         info!(publication = %publication, "port published");
         Ok(vec![self.publication_info(&publication)?])
     }
@@ -178,10 +180,9 @@ impl Inner {
                 container_ip,
             });
         }
-        let mut next = self.state.clone();
-        next.publications.retain(|p| !matches(p));
-        self.commit(next, undo).await?;
-        info!(endpoint = %req.endpoint, count = gone.len(), "ports unpublished");
+        let count = gone.len();
+        self.commit_delta(Delta::Unpublish(gone), undo).await?;
+        info!(endpoint = %req.endpoint, count, "ports unpublished");
         Ok(infos)
     }
 }
