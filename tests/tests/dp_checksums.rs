@@ -26,7 +26,6 @@ use netd_tests::{
 
 dataplane_tests! {
     both: [translated_traffic_with_offloads_on, translated_traffic_with_offloads_off],
-    ebpf_only: [],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

@@ -18,7 +18,6 @@ dataplane_tests! {
         fragmented_udp_through_masquerade,
         fragmented_udp_through_a_published_port,
     ],
-    ebpf_only: [],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

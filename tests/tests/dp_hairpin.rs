@@ -20,7 +20,6 @@ dataplane_tests! {
         a_container_reaches_a_published_port_on_another_network,
         udp_hairpin_on_the_same_network,
     ],
-    ebpf_only: [],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

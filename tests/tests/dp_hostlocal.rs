@@ -6,10 +6,9 @@
 //! or netfilter, and keeps working while the daemon is down.
 //!
 //! The behaviour tests run on both dataplanes (Docker reaches the same with OUTPUT DNAT
-//! and route_localnet). Not run on the iptables dataplane (no iptables test generated):
-//! - `host_access_is_socket_level`: the socket-level translation (getpeername and
-//!   recvmsg rewritten, no route_localnet, no kernel conntrack) is a netd eBPF feature;
-//!   Docker does it with NAT rules and route_localnet=1 on the bridge.
+//! and route_localnet). `host_access_is_socket_level` is `ebpf_only`: the socket-level
+//! translation (getpeername and recvmsg rewritten, no route_localnet, no kernel conntrack)
+//! is a netd eBPF feature, so its iptables twin is ignored with that reason.
 
 #[macro_use]
 mod dp_common;
@@ -34,7 +33,11 @@ dataplane_tests! {
         the_host_reaches_published_ports_on_loopback_and_its_address,
         a_loopback_publication_is_reachable_from_the_host_only,
     ],
-    ebpf_only: [host_access_is_socket_level],
+    ebpf_only("iptables dataplane: Docker reaches published ports from the host through \
+               a userland proxy or route_localnet and DNAT, not at socket level with cgroup \
+               sock_addr hooks"): [
+        host_access_is_socket_level,
+    ],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

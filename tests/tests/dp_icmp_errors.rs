@@ -30,7 +30,6 @@ dataplane_tests! {
         fragmentation_needed_from_beyond_the_wan_makes_pmtu_discovery_work,
         ttl_exceeded_comes_back_from_the_host_and_from_the_router_beyond,
     ],
-    ebpf_only: [],
 }
 
 const UDP: u8 = 17;

@@ -26,7 +26,6 @@ dataplane_tests! {
         masquerade_false_keeps_the_container_address,
         traffic_to_containers_and_the_host_keeps_the_container_address,
     ],
-    ebpf_only: [],
 }
 
 /// A TCP connection from `src` in `ns` to the wan echo server `srv`: the bytes go both

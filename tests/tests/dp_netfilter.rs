@@ -3,9 +3,9 @@
 //! the kernel's conntrack holds no entry; and on both dataplanes netd coexists with
 //! unrelated iptables rules that were there before it started.
 //!
-//! Not run on the iptables dataplane (no iptables test is generated for it):
-//! - `no_nat_rule_and_no_kernel_conntrack_while_everything_works`: the iptables dataplane
-//!   is made of NAT rules and the kernel's conntrack by design.
+//! `no_nat_rule_and_no_kernel_conntrack_while_everything_works` is `ebpf_internal`: no
+//! iptables test exists for it, not even an ignored one, because the iptables dataplane is
+//! made of NAT rules and the kernel's conntrack by design; the check has no meaning there.
 
 #[macro_use]
 mod dp_common;
@@ -20,7 +20,9 @@ use netd_tests::{Lab, lab::HOST_ADDR, lab::WAN_ADDR};
 
 dataplane_tests! {
     both: [unrelated_iptables_rules_stay_and_netd_still_works],
-    ebpf_only: [no_nat_rule_and_no_kernel_conntrack_while_everything_works],
+    ebpf_internal("The iptables dataplane is made of NAT rules and the kernel's conntrack."): [
+        no_nat_rule_and_no_kernel_conntrack_while_everything_works,
+    ],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

@@ -2,9 +2,9 @@
 //! with drops by named reason, table occupancy and (eBPF) packets and bytes per published
 //! port, and the `netd conntrack ls` table.
 //!
-//! Not run on the iptables dataplane (no iptables test is generated for it):
-//! - `stats_count_packets_and_bytes_per_published_port`: Docker's iptables path has no
-//!   per-port counters.
+//! `stats_count_packets_and_bytes_per_published_port` is `ebpf_only`: its iptables twin is
+//! ignored with the reason (iptables counts per rule, and netd does not report those
+//! counters per published port).
 
 #[macro_use]
 mod dp_common;
@@ -25,7 +25,10 @@ dataplane_tests! {
         stats_show_table_occupancy,
         conntrack_ls_prints_a_table_of_flows,
     ],
-    ebpf_only: [stats_count_packets_and_bytes_per_published_port],
+    ebpf_only("iptables dataplane: iptables has only per-rule counters, and netd does not \
+               report them per published port"): [
+        stats_count_packets_and_bytes_per_published_port,
+    ],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

@@ -3,12 +3,10 @@
 //! tables are small and churned by many new flows, an established flow whose translated
 //! port differs from its own keeps working on the same translated port.
 //!
-//! Not run on the iptables dataplane (no iptables test is generated for them):
-//! - `snat_port_exhaustion_drops_new_flows_and_recovers`,
-//!   `established_flows_keep_their_port_under_table_pressure`: `--snat-ports`,
-//!   `--conntrack-max` and `--nat-max` size the eBPF dataplane's tables; Docker's
-//!   MASQUERADE draws from the whole port space and the kernel's conntrack is sized for
-//!   the whole host.
+//! Both tests are `ebpf_only`, their iptables twins ignored with the reason:
+//! `--snat-ports`, `--conntrack-max` and `--nat-max` size the eBPF dataplane's tables;
+//! Docker's MASQUERADE draws from the whole port space and the kernel's conntrack is sized
+//! for the whole host, so a test cannot put them under pressure.
 
 #[macro_use]
 mod dp_common;
@@ -24,8 +22,13 @@ use netd_tests::lab::{HOST_ADDR, WAN_ADDR};
 
 dataplane_tests! {
     both: [],
-    ebpf_only: [
+    ebpf_only("iptables dataplane: --snat-ports limits the eBPF NAT only; Docker's \
+               MASQUERADE draws from the whole port space, which a test cannot exhaust"): [
         snat_port_exhaustion_drops_new_flows_and_recovers,
+    ],
+    ebpf_only("iptables dataplane: --conntrack-max and --nat-max size the eBPF tables only; \
+               the kernel's conntrack is sized for the whole host (nf_conntrack_max), which \
+               a test must not change"): [
         established_flows_keep_their_port_under_table_pressure,
     ],
 }

@@ -37,7 +37,6 @@ dataplane_tests! {
         a_conflicting_publication_is_refused_and_changes_nothing,
         run_p_publishes_while_the_command_runs,
     ],
-    ebpf_only: [],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

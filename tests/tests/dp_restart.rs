@@ -4,9 +4,10 @@
 //! (probed continuously by fresh connections, through the kill, the downtime and the
 //! restart). `netd daemon --cleanup` then removes every pin and link (eBPF).
 //!
-//! Not run on the iptables dataplane (no iptables test is generated for it):
-//! - `cleanup_removes_every_pin_and_link`: pins and links are the eBPF dataplane's; the
-//!   iptables dataplane has nothing under --bpffs.
+//! `cleanup_removes_every_pin_and_link` is `ebpf_internal`: no iptables test exists for
+//! it, because pins and links are the eBPF dataplane's and the iptables dataplane has
+//! nothing under --bpffs (the removal of its rules is tested in
+//! netd/src/dataplane/iptables/tests.rs).
 
 #[macro_use]
 mod dp_common;
@@ -36,7 +37,9 @@ use netd_tests::{
 
 dataplane_tests! {
     both: [established_flows_and_published_ports_survive_kill_9_and_restart],
-    ebpf_only: [cleanup_removes_every_pin_and_link],
+    ebpf_internal("Pins and links are the eBPF dataplane's; the iptables one has none."): [
+        cleanup_removes_every_pin_and_link,
+    ],
 }
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;

@@ -100,11 +100,24 @@ pub enum DropReason {
     SpoofedArp,
 }
 
-/// Generate the `#[test]`s of a file: every function in `both` runs once per dataplane
-/// (`ebpf::NAME` and `iptables::NAME`), every function in `ebpf_only` only on the eBPF
-/// dataplane: no iptables test exists for those, so nothing is counted as passed for it.
+/// Generate the `#[test]`s of a file from one body per behaviour, `fn NAME(dp: Dataplane)`:
+///
+/// - `both: [NAME, ...]`: `ebpf::NAME` and `iptables::NAME`, both run.
+/// - `ebpf_only("REASON"): [NAME, ...]` (any number of groups): behaviour that Docker's
+///   feature set lacks. `ebpf::NAME` runs; `iptables::NAME` exists but is
+///   `#[ignore = "REASON"]`, so `cargo test` lists it as `ignored, REASON` and counts it
+///   under "ignored", never "passed". It calls the same body, so `--include-ignored` shows
+///   what the iptables dataplane does instead.
+/// - `ebpf_internal("REASON"): [NAME, ...]` (optional, last): checks of what the eBPF
+///   dataplane is made of (pins, the absence of netfilter), with no iptables meaning at
+///   all: only `ebpf::NAME` exists, documented with REASON.
 macro_rules! dataplane_tests {
-    (both: [$($both:ident),* $(,)?], ebpf_only: [$($only:ident),* $(,)?] $(,)?) => {
+    (
+        both: [$($both:ident),* $(,)?]
+        $(, ebpf_only($reason:literal): [$($only:ident),* $(,)?])*
+        $(, ebpf_internal($why:literal): [$($internal:ident),* $(,)?])?
+        $(,)?
+    ) => {
         mod ebpf {
             $(
                 #[test]
@@ -112,12 +125,19 @@ macro_rules! dataplane_tests {
                     super::$both(super::dp_common::Dataplane::Ebpf)
                 }
             )*
-            $(
+            $($(
                 #[test]
                 fn $only() {
                     super::$only(super::dp_common::Dataplane::Ebpf)
                 }
-            )*
+            )*)*
+            $($(
+                #[doc = $why]
+                #[test]
+                fn $internal() {
+                    super::$internal(super::dp_common::Dataplane::Ebpf)
+                }
+            )*)?
         }
         mod iptables {
             $(
@@ -126,6 +146,13 @@ macro_rules! dataplane_tests {
                     super::$both(super::dp_common::Dataplane::Iptables)
                 }
             )*
+            $($(
+                #[test]
+                #[ignore = $reason]
+                fn $only() {
+                    super::$only(super::dp_common::Dataplane::Iptables)
+                }
+            )*)*
         }
     };
 }
