@@ -1,10 +1,16 @@
-//! `cargo xtask test`: check for root, set up, build, then every suite, privileged ones included. Nothing
-//! is skipped: without root it refuses to start instead of passing half the tests.
+//! `cargo xtask test`: check for root, set up, build, then every suite, privileged ones
+//! included. Without root it refuses to start instead of passing half the tests. Tests
+//! marked `#[ignore = "reason"]` (behaviour the iptables dataplane does not have) are not
+//! run, and are listed with their reasons at the end of the log: no skip is silent.
 
-use std::{process::Command, thread, time::Instant};
+mod summary;
+
+use std::{io::IsTerminal as _, path::Path, process::Command, thread, time::Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+
+use summary::Tally;
 
 use crate::{cargo, setup};
 
@@ -53,27 +59,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         },
     ];
     let mut failed = Vec::new();
+    let mut tally = Tally::default();
     for suite in &suites {
-        let started = Instant::now();
-        eprintln!("[test] {}", suite.name);
-        let mut cmd = cargo::cargo();
-        // Every test binary runs even when an earlier one failed: one report with all.
-        cmd.args(["test", "--no-fail-fast"]);
-        for p in suite.packages {
-            cmd.args(["-p", p]);
+        let (suite_tally, result) = run_suite(suite, &args, &netd, &xtask);
+        if result.is_err() {
+            failed.push(suite.name);
         }
-        cmd.args(["--", &format!("--test-threads={}", suite.threads)]);
-        cmd.args(args.filter.iter());
-        cmd.env("NETD_BIN", &netd).env("NETD_XTASK_BIN", &xtask);
-        let result = cargo::run(&mut cmd);
-        let secs = started.elapsed().as_secs();
-        match result {
-            Ok(()) => eprintln!("[test] {}: passed ({secs}s)", suite.name),
-            Err(e) => {
-                eprintln!("[test] {}: FAILED ({secs}s): {e:#}", suite.name);
-                failed.push(suite.name);
-            }
-        }
+        tally.merge(suite_tally);
     }
     const BENCH: &str = "benchmark smoke test (cargo xtask bench --quick)";
     if args.filter.is_some() {
@@ -84,16 +76,81 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     } else {
         eprintln!("[test] {BENCH}: passed");
     }
+    print_summary(&tally);
     if !failed.is_empty() {
         bail!("failed: {}", failed.join("; "));
     }
-    eprintln!("[test] all suites passed");
+    eprintln!("[test] all suites passed ({})", tally.counts());
     Ok(())
+}
+
+/// One suite's `cargo test`, its output passed through and tallied.
+fn run_suite(
+    suite: &Suite,
+    args: &TestArgs,
+    netd: &Path,
+    xtask: &Path,
+) -> (Tally, anyhow::Result<()>) {
+    let started = Instant::now();
+    eprintln!("[test] {}", suite.name);
+    // cargo and libtest write into a pipe (see `summary::run`), not to our terminal, so
+    // they would drop their colours.
+    let colour: &[&str] = if std::io::stdout().is_terminal() {
+        &["--color=always"]
+    } else {
+        &[]
+    };
+    let mut cmd = cargo::cargo();
+    // Every test binary runs even when an earlier one failed: one report with all.
+    cmd.args(["test", "--no-fail-fast"]).args(colour);
+    for p in suite.packages {
+        cmd.args(["-p", p]);
+    }
+    // Never --ignored or --include-ignored: an ignored test states why it cannot pass.
+    cmd.args(["--", &format!("--test-threads={}", suite.threads)])
+        .args(colour);
+    cmd.args(args.filter.iter());
+    cmd.env("NETD_BIN", netd).env("NETD_XTASK_BIN", xtask);
+    let (tally, result) = summary::run(&mut cmd);
+    let secs = started.elapsed().as_secs();
+    match &result {
+        Ok(()) => eprintln!(
+            "[test] {}: passed, {} ({secs}s)",
+            suite.name,
+            tally.counts()
+        ),
+        Err(e) => eprintln!(
+            "[test] {}: FAILED, {} ({secs}s): {e:#}",
+            suite.name,
+            tally.counts()
+        ),
+    }
+    (tally, result)
+}
+
+/// The ignored tests by reason and the failed tests by name, as the last lines of the log,
+/// where CI shows them without scrolling back through every test binary's report.
+fn print_summary(tally: &Tally) {
+    if tally.ignored > 0 {
+        eprintln!("[test] {} ignored, not run by design:", tally.ignored);
+        for (reason, names) in tally.ignored_by_reason() {
+            eprintln!("[test]   {reason}:");
+            for name in names {
+                eprintln!("[test]     {name}");
+            }
+        }
+    }
+    if !tally.failed_tests.is_empty() {
+        eprintln!("[test] {} failed:", tally.failed_tests.len());
+        for name in &tally.failed_tests {
+            eprintln!("[test]   {name}");
+        }
+    }
 }
 
 /// Every benchmark scenario, briefly, on every variant: it fails when a scenario produced
 /// no numbers, and never judges speed.
-fn bench_smoke(xtask: &std::path::Path, netd: &std::path::Path) -> anyhow::Result<()> {
+fn bench_smoke(xtask: &Path, netd: &Path) -> anyhow::Result<()> {
     let out = std::env::temp_dir().join(format!("netd-bench-smoke.{}", std::process::id()));
     let result = cargo::run(
         Command::new(xtask)
