@@ -256,6 +256,13 @@ fn cleanup_removes_every_pin_and_link(dp: Dataplane) {
         bpffs.display()
     );
 
+    let host_name = lab.host().name().to_string();
+    assert_eq!(
+        netd_filters(&host_name),
+        ["netd_veth_egress", "netd_veth_ingress"],
+        "c1's veth carries netd's two filters"
+    );
+
     lab.daemon_mut().stop().unwrap();
     let host_ns = lab.host().path();
     let mut cmd = Command::new(netd_bin().unwrap());
@@ -281,6 +288,12 @@ fn cleanup_removes_every_pin_and_link(dp: Dataplane) {
         bpffs.display()
     );
 
+    assert_eq!(
+        netd_filters(&host_name),
+        Vec::<String>::new(),
+        "--cleanup leaves no filter on the veths"
+    );
+
     // No program translates any more: a new flow leaves with the container's address.
     let s = udp_connected(&n1, Some(sock(c1_ip, 40111)), wan_udp.addr).unwrap();
     let _ = s.send(b"untranslated");
@@ -294,4 +307,26 @@ fn cleanup_removes_every_pin_and_link(dp: Dataplane) {
         let _ = s.send(b"untranslated");
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The names of netd's TC filters on every interface of namespace `ns`, sorted.
+fn netd_filters(ns: &str) -> Vec<String> {
+    let script = "for d in $(ls /sys/class/net); do \
+        tc filter show dev $d ingress; tc filter show dev $d egress; done";
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", script])
+        .output()
+        .expect("running tc in the host namespace");
+    assert!(out.status.success(), "tc: {out:?}");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        // "... handle 0x4e44 netd_veth_ingress:[...] direct-action ... name netd_veth_ingr ..."
+        // (the program's own name is cut at 15 characters): the filter names only.
+        .map(|w| w.split(':').next().unwrap_or(w))
+        .filter(|w| ["netd_veth_ingress", "netd_veth_egress"].contains(w))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }

@@ -42,7 +42,7 @@ enum Command {
     },
     /// Start the lab: netd in a namespace of its own with a demo network, until Ctrl-C
     Run(lab::RunArgs),
-    /// Set up, build, and run every test suite (needs root; nothing is skipped)
+    /// Set up, build, and run every test suite (needs root; nothing is skipped silently)
     Test(test::TestArgs),
     /// Set up, then benchmark the ebpf and iptables dataplanes against a plain veth pair
     Bench(bench::BenchArgs),
