@@ -152,3 +152,40 @@ fn a_restart_collects_endpoints_whose_namespace_is_gone() {
     let again = lab.endpoint_create(&lab.name("b2"), "app", &["--ip", &pair.b_ip.to_string()]);
     assert_eq!(first_ip(&again), pair.b_ip);
 }
+
+/// Port changes go to the state journal; once it holds 1,024 lines and changes pause,
+/// the daemon folds it into state.json. A kill -9 right after keeps every publication.
+#[test]
+fn the_state_journal_is_compacted_when_changes_pause() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    let journal = lab.daemon().state_dir().join("journal.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&journal)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    // setup() published one port; 1,023 more make the journal due.
+    for port in 20001..=21023 {
+        let spec = format!("{port}:{port}");
+        lab.netd_ok(&["port", "publish", &pair.a, &spec]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lines() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal still holds {} lines after changes paused",
+            lines()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let state = std::fs::read_to_string(lab.daemon().state_dir().join("state.json")).unwrap();
+    assert!(
+        state.contains("\"start\":21023"),
+        "the snapshot holds the last publication"
+    );
+    let before = lab.snapshot();
+    lab.daemon_mut().kill9().unwrap();
+    lab.daemon_mut().restart().unwrap();
+    assert_eq!(lab.snapshot(), before, "after kill -9 and restart");
+}

@@ -127,6 +127,7 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
         dataplane,
         uplink: uplink.clone(),
         auto_ports: AUTO_HOST_PORTS,
+        last_change: std::time::Instant::now(),
     };
     inner
         .reconcile()
@@ -154,6 +155,7 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
     release_startup_memory();
     info!(uplink = %uplink.ifname, socket = %cfg.socket.display(), dataplane = ?cfg.dataplane, "netd daemon ready");
     let daemon = Arc::new(Daemon::new(inner, info));
+    tokio::spawn(daemon.clone().compact_when_idle());
     crate::api::server::serve(daemon, &cfg.socket, shutdown_signal()).await?;
     // Bridges, veths, pinned maps and links stay: traffic keeps flowing while the daemon
     // is down, and the next start picks everything up again.

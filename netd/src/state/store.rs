@@ -25,11 +25,14 @@
 //!   new `journal_seq` and is skipped.
 //!
 //! Other changes (networks, endpoints, reconciliation) write a snapshot, which empties
-//! the journal. A change is also written as a snapshot when the journal already holds
-//! max(1024, publications) lines, so the snapshot's O(n) cost comes at most once every
-//! n changes, and when the journal holds lines from a previous run (possibly a torn
-//! one), so that nothing is ever appended after a torn line: after a restart the first
-//! save compacts (the daemon's reconciliation does it at every start).
+//! the journal. Once the journal holds max(1024, publications) lines a compaction is due
+//! ([`StateStore::compaction_due`]): the daemon writes the snapshot when changes pause.
+//! Under changes that never pause, the change that finds the journal four times that
+//! long is written as a snapshot itself, so the snapshot's O(n) cost comes at most once
+//! every n changes. A change is also written as a snapshot when the journal holds lines
+//! from a previous run (possibly a torn one), so that nothing is ever appended after a
+//! torn line: after a restart the first save compacts (the daemon's reconciliation does
+//! it at every start).
 
 use std::{
     fs::{self, DirBuilder, File, OpenOptions, TryLockError},
@@ -53,6 +56,13 @@ const JOURNAL_FILE: &str = "journal.jsonl";
 
 /// The journal may grow to this many lines even when there are fewer publications.
 const COMPACT_MIN_ENTRIES: usize = 1024;
+/// A journal this many times longer than due is compacted by the next change itself.
+pub const COMPACT_FORCE_FACTOR: usize = 4;
+
+/// Journal lines after which a compaction is due.
+fn due_at(state: &DesiredState) -> usize {
+    state.publications.len().max(COMPACT_MIN_ENTRIES)
+}
 
 /// The state directory: a snapshot written atomically, a journal of publication changes
 /// since, and a lock that keeps a second daemon out.
@@ -173,12 +183,20 @@ impl StateStore {
         Ok((found || replayed > 0).then_some(state))
     }
 
+    /// Whether the journal should be folded into a snapshot: it holds max(1024,
+    /// publications) lines, or lines of an earlier run. The daemon does it once changes
+    /// pause ([`StateStore::save`]), so that the O(state) write lands between requests
+    /// rather than on one; [`StateStore::record`] does it inline only when the journal
+    /// reaches [`COMPACT_FORCE_FACTOR`] times that, under changes that never pause.
+    pub fn compaction_due(&self, state: &DesiredState) -> bool {
+        self.journal.dirty() || self.journal.entries() >= due_at(state)
+    }
+
     /// Persist one publication change to `state`, the state it applies to (which the
     /// caller then updates with [`Delta::apply`]). Usually one journal line; a snapshot
     /// when the journal is due for compaction.
     pub fn record(&mut self, delta: &Delta, state: &DesiredState) -> Result<(), StateError> {
-        let limit = state.publications.len().max(COMPACT_MIN_ENTRIES);
-        if self.journal.dirty() || self.journal.entries() >= limit {
+        if self.journal.dirty() || self.journal.entries() >= COMPACT_FORCE_FACTOR * due_at(state) {
             let mut next = state.clone();
             delta.apply(&mut next);
             return self.save(&next);

@@ -167,46 +167,51 @@ fn snapshot_empties_the_journal_and_nothing_is_applied_twice() {
 }
 
 #[test]
-fn journal_compacts_at_max_of_1024_and_publication_count() {
+fn compaction_is_due_at_max_of_1024_and_publication_count_and_forced_at_four_times() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut store, mut state) = saved(tmp.path());
-    for i in 0..COMPACT_MIN_ENTRIES {
+    for i in 0..COMPACT_MIN_ENTRIES - 1 {
         change(
             &mut store,
             &mut state,
             Delta::Publish(publication(i as u16)),
         );
     }
+    assert!(!store.compaction_due(&state));
+    change(&mut store, &mut state, Delta::Publish(publication(4000)));
+    assert!(store.compaction_due(&state), "due at 1024 lines");
     assert_eq!(journal_lines(tmp.path()), COMPACT_MIN_ENTRIES);
-    change(&mut store, &mut state, Delta::Publish(publication(5000)));
+    store.save(&state).unwrap();
+    assert!(!store.compaction_due(&state));
     assert_eq!(
         journal_lines(tmp.path()),
         0,
-        "the 1025th change is a snapshot"
+        "a snapshot empties the journal"
     );
     assert_eq!(store.load().unwrap(), Some(state.clone()));
 
-    // Above 1024 publications the limit is the publication count before the change.
+    // Nobody compacts: the change that finds four times max(1024, publications) lines
+    // is a snapshot itself.
     let n = state.publications.len();
-    assert_eq!(n, COMPACT_MIN_ENTRIES + 1);
-    let probe = publication(6000);
-    // Pairs up to n + 1 lines: the last unpublish still finds n + 1 publications.
-    for _ in 0..n.div_ceil(2) {
-        change(&mut store, &mut state, Delta::Publish(probe.clone()));
+    assert_eq!(n, COMPACT_MIN_ENTRIES);
+    let forced = COMPACT_FORCE_FACTOR * n;
+    let probe = publication(0);
+    while journal_lines(tmp.path()) < forced {
         change(
             &mut store,
             &mut state,
             Delta::Unpublish(vec![probe.clone()]),
         );
+        change(&mut store, &mut state, Delta::Publish(probe.clone()));
     }
-    assert_eq!(journal_lines(tmp.path()), n + 1);
-    change(&mut store, &mut state, Delta::Publish(probe));
-    assert_eq!(
-        journal_lines(tmp.path()),
-        0,
-        "n + 1 lines >= n publications"
+    assert_eq!(journal_lines(tmp.path()), forced);
+    change(
+        &mut store,
+        &mut state,
+        Delta::Unpublish(vec![probe.clone()]),
     );
-    assert_eq!(state.publications.len(), n + 1);
+    assert_eq!(journal_lines(tmp.path()), 0, "forced compaction");
+    assert_eq!(state.publications.len(), n - 1);
     assert_eq!(store.load().unwrap(), Some(state));
 }
 
