@@ -152,7 +152,8 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
         state_dir: cfg.state_dir.display().to_string(),
         bpffs: cfg.bpffs.display().to_string(),
     };
-    release_startup_memory();
+    // Loading the eBPF object parsed the kernel's BTF: megabytes, freed since.
+    crate::release_free_memory();
     info!(uplink = %uplink.ifname, socket = %cfg.socket.display(), dataplane = ?cfg.dataplane, "netd daemon ready");
     let daemon = Arc::new(Daemon::new(inner, info));
     tokio::spawn(daemon.clone().compact_when_idle());
@@ -216,17 +217,6 @@ async fn find_uplink(netlink: &Netlink, cfg: &DaemonConfig) -> anyhow::Result<Up
         addrs,
         snat_ip: cfg.snat_ip,
     })
-}
-
-/// Hands the heap that start-up freed back to the kernel. Loading the eBPF object parses
-/// the kernel's BTF (megabytes, freed right after), and glibc keeps freed memory in the
-/// heap: ~3 MiB of a ~12 MiB resident daemon that would otherwise never shrink.
-fn release_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 async fn shutdown_signal() {

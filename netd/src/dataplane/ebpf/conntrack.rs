@@ -229,6 +229,8 @@ impl Gc {
                     if flows + orphans > 0 {
                         debug!(flows, orphans, "conntrack gc");
                     }
+                    // The copy of the tables just read can be megabytes.
+                    crate::release_free_memory();
                     let mut slept = Duration::ZERO;
                     while slept < GC_INTERVAL && !flag.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(100));
