@@ -228,7 +228,9 @@ const VETH_HANDLE: TcHandle = TcHandle::new(0, 0x4e44);
 
 fn errno(e: &ProgramError) -> Option<i32> {
     match e {
-        ProgramError::TcError(TcError::NetlinkError(e)) => e.raw_os_error(),
+        ProgramError::TcError(TcError::NetlinkError(e)) | ProgramError::NetlinkError(e) => {
+            e.raw_os_error()
+        }
         ProgramError::TcError(TcError::IoError(e)) => e.raw_os_error(),
         _ => None,
     }

@@ -183,6 +183,8 @@ fn counts_per_interface_and_survives_reopen() {
         );
 
         dp.remove_endpoint(&ep).expect("remove_endpoint");
+        dp.remove_endpoint(&ep)
+            .expect("removing again while the veth exists: no filter left to delete");
         assert_eq!(netd_filters("ndh", "ingress"), Vec::<String>::new());
         assert_eq!(netd_filters("ndh", "egress"), Vec::<String>::new());
         send_frames(&cont, att.mac.0, 2, 100);
