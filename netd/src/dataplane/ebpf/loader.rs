@@ -234,7 +234,7 @@ pub fn load(cfg: &EbpfConfig) -> Result<(Ebpf, Maps), DataplaneError> {
         .map_err(|e| DataplaneError::new("loading the eBPF object", format!("{e:#}")))?;
     for name in PROGRAMS {
         let prog: &mut SchedClassifier = typed_program(&mut ebpf, name)?;
-        prog.load().map_err(|e| {
+        retry_interrupted(|| prog.load()).map_err(|e| {
             DataplaneError::new(
                 format!("loading program {name} into the kernel"),
                 verifier_detail(&e),
@@ -243,6 +243,31 @@ pub fn load(cfg: &EbpfConfig) -> Result<(Ebpf, Maps), DataplaneError> {
     }
     let maps = take_maps(&mut ebpf)?;
     Ok((ebpf, maps))
+}
+
+/// Runs `load`, again when the verifier gave up because a signal was pending: it then
+/// fails with EAGAIN, often after a single instruction (libbpf retries the same way).
+/// The daemon's and the tests' runtimes install signal handlers (SIGCHLD, SIGTERM), so a
+/// child exiting during a load is enough.
+pub(super) fn retry_interrupted(
+    load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    retry(load, |e| {
+        matches!(e, ProgramError::LoadError { io_error, .. }
+            if io_error.raw_os_error() == Some(libc::EAGAIN))
+    })
+}
+
+/// Calls `f` up to five times while its error is one that `again` says to retry.
+fn retry<E>(mut f: impl FnMut() -> Result<(), E>, again: impl Fn(&E) -> bool) -> Result<(), E> {
+    const ATTEMPTS: usize = 5;
+    for _ in 1..ATTEMPTS {
+        match f() {
+            Err(e) if again(&e) => {}
+            done => return done,
+        }
+    }
+    f()
 }
 
 /// Program `name` of the object, as its type (`SchedClassifier`, `CgroupSockAddr`...).
@@ -301,4 +326,55 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<Maps, DataplaneError> {
         frags: take(ebpf, m::FRAGS)?,
         host_flows: take(ebpf, m::HOST_FLOWS)?,
     })
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::retry;
+
+    fn eagain() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EAGAIN)
+    }
+
+    fn is_eagain(e: &std::io::Error) -> bool {
+        e.raw_os_error() == Some(libc::EAGAIN)
+    }
+
+    #[test]
+    fn retries_an_interrupted_load_until_it_succeeds() {
+        let mut calls = 0;
+        let r = retry(
+            || {
+                calls += 1;
+                if calls < 3 { Err(eagain()) } else { Ok(()) }
+            },
+            is_eagain,
+        );
+        assert!(r.is_ok());
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn gives_up_after_five_attempts_and_never_retries_other_errors() {
+        let mut calls = 0;
+        let r = retry(
+            || {
+                calls += 1;
+                Err(eagain())
+            },
+            is_eagain,
+        );
+        assert!(r.is_err_and(|e| is_eagain(&e)));
+        assert_eq!(calls, 5);
+        let mut calls = 0;
+        let r = retry(
+            || {
+                calls += 1;
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            },
+            is_eagain,
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "a verifier rejection is final");
+    }
 }

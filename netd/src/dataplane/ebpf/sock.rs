@@ -210,7 +210,7 @@ fn link_update(link: &OwnedFd, prog: &CgroupSockAddr) -> io::Result<()> {
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSockAddr> {
     let prog: &mut CgroupSockAddr = loader::typed_program(ebpf, name)?;
     if prog.fd().is_err() {
-        prog.load().map_err(|e| {
+        loader::retry_interrupted(|| prog.load()).map_err(|e| {
             DataplaneError::new(
                 format!("loading program {name} into the kernel"),
                 loader::verifier_detail(&e),
