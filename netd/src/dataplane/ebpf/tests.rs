@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 
 use netd_common::stats::DropReason;
 
-use self::harness::{TestBpffs, in_netns, send_frames, settle, veth_pair};
+use self::harness::{Iface, TestBpffs, in_netns, send_frames, settle, veth_pair};
 use super::{EbpfConfig, EbpfDataplane, loader};
 use crate::{
     dataplane::{Dataplane, EndpointView, UplinkView},
@@ -63,6 +63,53 @@ fn attachment(host_ifname: &str) -> Attachment {
     }
 }
 
+/// An endpoint's veth pair (host end `ndh`, container end `ndc`) and an uplink pair (`ndu`,
+/// wan end `ndw`), with the views that program them.
+struct Veths {
+    host: Iface,
+    cont: Iface,
+    up: Iface,
+    wan: Iface,
+    net: Network,
+    att: Attachment,
+}
+
+impl Veths {
+    fn new() -> Self {
+        let (host, cont) = veth_pair("ndh", "ndc");
+        let (up, wan) = veth_pair("ndu", "ndw");
+        Veths {
+            host,
+            cont,
+            up,
+            wan,
+            net: network(),
+            att: attachment("ndh"),
+        }
+    }
+
+    fn endpoint(&self) -> EndpointView<'_> {
+        EndpointView {
+            endpoint: "c1",
+            network: &self.net,
+            attachment: &self.att,
+            host_ifindex: self.host.index,
+            bridge_ifindex: 0,
+        }
+    }
+
+    fn uplink(&self) -> UplinkView {
+        UplinkView {
+            ifindex: self.up.index,
+            ifname: "ndu".into(),
+            mac: [2, 0, 0, 0, 0, 1],
+            addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
+            snat_ip: None,
+            peer_ingress: false,
+        }
+    }
+}
+
 fn counters(dp: &EbpfDataplane, ifindex: u32) -> Option<(u64, u64, u64, u64)> {
     let stats = dp.stats().expect("stats");
     stats
@@ -98,25 +145,16 @@ fn counts_per_interface_and_survives_reopen() {
     let bpffs = TestBpffs::mounted("counts");
     let cfg = config(bpffs.path());
     in_netns(move || {
-        let (host, cont) = veth_pair("ndh", "ndc");
-        let (up, wan) = veth_pair("ndu", "ndw");
-        let net = network();
-        let att = attachment("ndh");
-        let ep = EndpointView {
-            endpoint: "c1",
-            network: &net,
-            attachment: &att,
-            host_ifindex: host.index,
-            bridge_ifindex: 0,
-        };
-        let uplink = UplinkView {
-            ifindex: up.index,
-            ifname: "ndu".into(),
-            mac: [2, 0, 0, 0, 0, 1],
-            addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
-            snat_ip: None,
-            peer_ingress: false,
-        };
+        let veths = Veths::new();
+        let Veths {
+            host,
+            cont,
+            up,
+            wan,
+            att,
+            ..
+        } = &veths;
+        let (ep, uplink) = (veths.endpoint(), veths.uplink());
 
         let mut dp = EbpfDataplane::open(&cfg).expect("open");
         dp.set_uplink(&uplink).expect("set_uplink");
@@ -128,10 +166,10 @@ fn counts_per_interface_and_survives_reopen() {
         );
 
         // What the container sends arrives at the host veth's TC ingress (rx) ...
-        send_frames(&cont, att.mac.0, 3, 100);
+        send_frames(cont, att.mac.0, 3, 100);
         // ... and what the host sends to the container leaves through its TC egress (tx).
-        send_frames(&host, [2, 0, 0, 0, 0, 9], 2, 80);
-        send_frames(&wan, [2, 0, 0, 0, 0, 7], 4, 64);
+        send_frames(host, [2, 0, 0, 0, 0, 9], 2, 80);
+        send_frames(wan, [2, 0, 0, 0, 0, 7], 4, 64);
         settle(|| {
             counters(&dp, host.index) == Some((3, 300, 2, 160))
                 && counters(&dp, up.index) == Some((4, 256, 0, 0))
@@ -152,7 +190,7 @@ fn counts_per_interface_and_survives_reopen() {
 
         // A restart: the pinned maps keep the counts, the filters stay attached.
         drop(dp);
-        send_frames(&cont, att.mac.0, 1, 100);
+        send_frames(cont, att.mac.0, 1, 100);
         let mut dp = EbpfDataplane::open(&cfg).expect("reopen");
         settle(|| counters(&dp, host.index) == Some((4, 400, 2, 160)));
         assert_eq!(
@@ -162,7 +200,7 @@ fn counts_per_interface_and_survives_reopen() {
         );
         dp.set_uplink(&uplink).expect("set_uplink again");
         dp.add_endpoint(&ep).expect("add_endpoint again");
-        send_frames(&cont, att.mac.0, 1, 100);
+        send_frames(cont, att.mac.0, 1, 100);
         settle(|| counters(&dp, host.index) == Some((5, 500, 2, 160)));
         assert_eq!(
             counters(&dp, host.index),
@@ -187,7 +225,7 @@ fn counts_per_interface_and_survives_reopen() {
             .expect("removing again while the veth exists: no filter left to delete");
         assert_eq!(netd_filters("ndh", "ingress"), Vec::<String>::new());
         assert_eq!(netd_filters("ndh", "egress"), Vec::<String>::new());
-        send_frames(&cont, att.mac.0, 2, 100);
+        send_frames(cont, att.mac.0, 2, 100);
         // Give a wrongly still attached program every chance to count.
         settle(|| counters(&dp, host.index).is_some());
         assert_eq!(counters(&dp, host.index), None, "detached: nothing counted");
@@ -255,32 +293,23 @@ fn removal_after_the_veth_is_gone_and_repeated_calls_are_idempotent() {
     let bpffs = TestBpffs::mounted("gone");
     let cfg = config(bpffs.path());
     in_netns(move || {
-        let (host, cont) = veth_pair("ndh", "ndc");
-        let (up, wan) = veth_pair("ndu", "ndw");
-        let net = network();
-        let att = attachment("ndh");
-        let ep = EndpointView {
-            endpoint: "c1",
-            network: &net,
-            attachment: &att,
-            host_ifindex: host.index,
-            bridge_ifindex: 0,
-        };
-        let uplink = UplinkView {
-            ifindex: up.index,
-            ifname: "ndu".into(),
-            mac: [2, 0, 0, 0, 0, 1],
-            addrs: vec![Ipv4Addr::new(203, 0, 113, 2)],
-            snat_ip: None,
-            peer_ingress: false,
-        };
+        let veths = Veths::new();
+        let Veths {
+            host,
+            cont,
+            up,
+            wan,
+            att,
+            ..
+        } = &veths;
+        let (ep, uplink) = (veths.endpoint(), veths.uplink());
         let mut dp = EbpfDataplane::open(&cfg).expect("open");
         dp.set_uplink(&uplink).expect("set_uplink");
         dp.set_uplink(&uplink).expect("set_uplink again");
         dp.add_endpoint(&ep).expect("add_endpoint");
         dp.add_endpoint(&ep).expect("add_endpoint again");
-        send_frames(&wan, [2, 0, 0, 0, 0, 7], 2, 64);
-        send_frames(&cont, att.mac.0, 1, 100);
+        send_frames(wan, [2, 0, 0, 0, 0, 7], 2, 64);
+        send_frames(cont, att.mac.0, 1, 100);
         settle(|| counters(&dp, up.index) == Some((2, 128, 0, 0)));
         assert_eq!(
             counters(&dp, up.index),
