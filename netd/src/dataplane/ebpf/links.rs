@@ -171,16 +171,28 @@ pub fn attach(
     let link = prog
         .take_link(id)
         .map_err(|e| DataplaneError::new(ctx(), e))?;
-    let fd_link: FdLink = link
+    pin_link(link, &path, &format!("the link of {name}"), ctx)?;
+    debug!(ifname = %name, ifindex, dir = dir_name(t), program = prog_name, "attached");
+    Ok(())
+}
+
+/// Pins `link`, just taken from its program, at `path`, so that it stays attached after
+/// this process. `what` names the link in the error; `ctx` says what was being attached.
+pub fn pin_link<L>(
+    link: L,
+    path: &Path,
+    what: &str,
+    ctx: impl Fn() -> String,
+) -> Result<(), DataplaneError>
+where
+    L: TryInto<FdLink>,
+    L::Error: std::fmt::Display,
+{
+    let link: FdLink = link
         .try_into()
         .map_err(|e| DataplaneError::new(ctx(), format!("{e}")))?;
-    fd_link.pin(&path).map_err(|e| {
-        DataplaneError::new(
-            format!("pinning the link of {name} at {}", path.display()),
-            e,
-        )
-    })?;
-    debug!(ifname = %name, ifindex, dir = dir_name(t), program = prog_name, "attached");
+    link.pin(path)
+        .map_err(|e| DataplaneError::new(format!("pinning {what} at {}", path.display()), e))?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, MapType},
-    programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSockAddr},
 };
 use netd_common::sock::{
     MAX_SOCK_REV, SOCK_CONFIG, SOCK_REV, SockConfig, SockRevKey, SockRevValue,
@@ -255,12 +255,7 @@ fn attach_one(
     let link = prog
         .take_link(id)
         .map_err(|e| DataplaneError::new(ctx(), e))?;
-    let link: FdLink = link
-        .try_into()
-        .map_err(|e| DataplaneError::new(ctx(), format!("{e}")))?;
-    link.pin(&pin).map_err(|e| {
-        DataplaneError::new(format!("pinning the {hook} link at {}", pin.display()), e)
-    })?;
+    links::pin_link(link, &pin, &format!("the {hook} link"), ctx)?;
     debug!(cgroup = %cgroup.display(), hook, program = name, "attached");
     Ok(())
 }
