@@ -4,7 +4,7 @@
 //! They need root and panic without it: a privileged test never passes by skipping.
 
 mod datapath;
-mod harness;
+pub(super) mod harness;
 mod host_flows;
 mod lab;
 mod packet;

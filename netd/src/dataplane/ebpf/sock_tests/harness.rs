@@ -113,27 +113,7 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
-/// Runs iproute2 in the calling thread's namespace.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub fn ifindex(name: &str) -> u32 {
-    let c = CString::new(name).unwrap();
-    // SAFETY: c is NUL-terminated.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(i, 0, "interface {name} not found");
-    i
-}
+pub use crate::dataplane::ebpf::tests::harness::{ifindex, ip};
 
 /// Keeps router solicitations and DAD off the veths (this thread's /proc/sys/net).
 pub fn no_ipv6() {

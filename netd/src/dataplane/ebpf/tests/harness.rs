@@ -98,7 +98,8 @@ pub struct Iface {
     pub index: u32,
 }
 
-fn ip(args: &[&str]) {
+/// Runs iproute2 in the calling thread's namespace; panics with its stderr on failure.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -111,14 +112,19 @@ fn ip(args: &[&str]) {
     );
 }
 
-fn iface(name: &str) -> Iface {
+/// The index of interface `name` in the calling thread's namespace; panics if none.
+pub fn ifindex(name: &str) -> u32 {
     let c = CString::new(name).unwrap();
     // SAFETY: c is NUL-terminated.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     assert_ne!(index, 0, "interface {name} not found in the test namespace");
+    index
+}
+
+fn iface(name: &str) -> Iface {
     Iface {
         name: name.to_string(),
-        index,
+        index: ifindex(name),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::Path};
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 
 use super::{
-    harness::{Iface, veth_pair},
+    harness::{Iface, ip, veth_pair},
     packet,
 };
 use crate::{
@@ -81,19 +81,6 @@ fn net(id: u32, name: &str, third: u8, f: impl FnOnce(&mut Network)) -> Network 
     };
     f(&mut n);
     n
-}
-
-fn ip(cmd: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(cmd)
-        .output()
-        .expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        cmd.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Lab {

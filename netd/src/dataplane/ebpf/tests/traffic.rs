@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    harness::TestBpffs,
+    harness::{TestBpffs, ifindex},
     topo::{Client, Ns, TIMEOUT, tcp_echo, udp_echo, udp_roundtrip},
 };
 use crate::{
@@ -62,12 +62,6 @@ fn attachment(net: &Network, ip: Ipv4Addr, host: &str) -> Attachment {
         host_ifname: host.into(),
         ifname: "eth0".into(),
     }
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: c is NUL-terminated.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// Programs everything through `sync`, as a daemon does at start. Runs in the host ns.
