@@ -315,29 +315,31 @@ pub fn detach_filters(ifindex: u32) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// Deletes netd's filters (programs `names`) from every interface of this namespace
-/// (`netd daemon --cleanup`). Returns how many interfaces had one.
-pub fn detach_all_filters(names: &[&str]) -> Result<usize, DataplaneError> {
+/// Deletes netd's filters (program `ingress` on ingress, `egress` on egress) from every
+/// interface of this namespace (`netd daemon --cleanup`). Returns how many interfaces
+/// had one.
+pub fn detach_all_filters(ingress: &str, egress: &str) -> Result<usize, DataplaneError> {
     let ifaces = nix::net::if_::if_nameindex()
         .map_err(|e| DataplaneError::new("listing the interfaces", e))?;
     let mut found = 0;
     for iface in ifaces.iter() {
         let ifname = iface.name().to_string_lossy();
         let mut had = false;
-        for t in [TcAttachType::Ingress, TcAttachType::Egress] {
-            for prog in names {
-                match tc::qdisc_detach_program(&ifname, t, prog) {
-                    Ok(()) => had = true,
-                    Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-                    // No clsact qdisc on this interface.
-                    Err(TcError::NetlinkError(e))
-                        if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
-                    Err(e) => {
-                        return Err(DataplaneError::new(
-                            format!("detaching {prog} from {ifname} ({})", dir_name(t)),
-                            e,
-                        ));
-                    }
+        for (t, prog) in [
+            (TcAttachType::Ingress, ingress),
+            (TcAttachType::Egress, egress),
+        ] {
+            match tc::qdisc_detach_program(&ifname, t, prog) {
+                Ok(()) => had = true,
+                Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                // No clsact qdisc on this interface.
+                Err(TcError::NetlinkError(e))
+                    if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
+                Err(e) => {
+                    return Err(DataplaneError::new(
+                        format!("detaching {prog} from {ifname} ({})", dir_name(t)),
+                        e,
+                    ));
                 }
             }
         }

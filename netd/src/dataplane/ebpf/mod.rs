@@ -122,7 +122,7 @@ impl EbpfDataplane {
 
     /// Detaches everything and removes every pin under `bpffs` (`netd daemon --cleanup`).
     pub fn cleanup(bpffs: &Path) -> Result<(), DataplaneError> {
-        let veths = links::detach_all_filters(&[PROG_VETH_INGRESS, PROG_VETH_EGRESS])?;
+        let veths = links::detach_all_filters(PROG_VETH_INGRESS, PROG_VETH_EGRESS)?;
         info!(interfaces = veths, "detached the veth programs");
         if !bpffs.exists() {
             info!(bpffs = %bpffs.display(), "nothing to clean up");
