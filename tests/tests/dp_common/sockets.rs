@@ -63,16 +63,24 @@ pub fn tcp_connect(
 /// A listener with SO_REUSEADDR, as servers set it: an earlier server on the same port
 /// may have closed first and left its side of a connection in TIME_WAIT.
 fn listen_here(addr: SocketAddr) -> io::Result<TcpListener> {
+    let fd = tcp_socket(Some(addr))?;
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(128)?)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// A TCP socket, bound with SO_REUSEADDR to `addr` when one is given.
+fn tcp_socket(addr: Option<SocketAddr>) -> io::Result<std::os::fd::OwnedFd> {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    bind(fd.as_raw_fd(), &v4(addr)?)?;
-    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(128)?)?;
-    Ok(TcpListener::from(fd))
+    if let Some(addr) = addr {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        bind(fd.as_raw_fd(), &v4(addr)?)?;
+    }
+    Ok(fd)
 }
 
 fn connect_here(
@@ -80,17 +88,7 @@ fn connect_here(
     dst: SocketAddr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    if let Some(src) = src {
-        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-        bind(fd.as_raw_fd(), &v4(src)?)?;
-    }
-    let stream = TcpStream::from(fd);
+    let stream = TcpStream::from(tcp_socket(src)?);
     // A blocking connect gives up after SO_SNDTIMEO (with EINPROGRESS).
     stream.set_write_timeout(Some(timeout))?;
     connect(stream.as_raw_fd(), &v4(dst)?).map_err(|e| match e {
