@@ -10,9 +10,9 @@
 //!   fsyncing it, renaming it over `state.json` and fsyncing the directory, so after a
 //!   crash at any point the file is either the old or the new snapshot, never a mix.
 //! - `journal.jsonl`: publish and unpublish changes made since the snapshot, one
-//!   numbered line each, appended and fdatasynced before the change is reported done
-//!   (see [`Delta`]). Rewriting the whole state costs O(publications) per port; a line
-//!   costs one small write.
+//!   numbered line each, appended before the change is reported done (see [`Delta`], and
+//!   the `journal` module for why the line is not fdatasynced). Rewriting the whole
+//!   state costs O(publications) per port; a line costs one small write.
 //!
 //! The state is the snapshot with the journal lines numbered above `journal_seq` applied
 //! in order. Line numbers only grow, and a snapshot records the highest number handed
@@ -23,6 +23,10 @@
 //! - during a snapshot, before the rename: the old snapshot and the whole journal.
 //! - after the rename, before the journal is emptied: every line left is at or below the
 //!   new `journal_seq` and is skipped.
+//! - a power cut: the snapshot is synced, journal lines may be lost (they are not) or
+//!   read back as zeros, and replay stops at the first damaged line. Nothing is lost
+//!   that matters: every endpoint's namespace went with the reboot, and reconciliation
+//!   forgets those endpoints with their publications.
 //!
 //! Other changes (networks, endpoints, reconciliation) write a snapshot, which empties
 //! the journal. Once the journal holds max(1024, publications) lines a compaction is due

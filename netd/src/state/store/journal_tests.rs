@@ -120,6 +120,36 @@ fn corrupt_middle_line_is_an_error_naming_file_and_line() {
 }
 
 #[test]
+fn lines_from_a_block_lost_in_a_power_cut_on_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut store, mut state) = saved(tmp.path());
+    change(&mut store, &mut state, Delta::Publish(publication(8080)));
+    let whole = state.clone();
+    for port in [8081, 8082, 8083] {
+        change(&mut store, &mut state, Delta::Publish(publication(port)));
+    }
+    drop(store);
+    // The second line's block never reached the disk: zeros up to a block boundary in
+    // the middle of the third line, then the rest as written.
+    let path = tmp.path().join(JOURNAL_FILE);
+    let text = fs::read(&path).unwrap();
+    let second = text.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let third = second + text[second..].iter().position(|b| *b == b'\n').unwrap() + 1;
+    let mut damaged = text.clone();
+    damaged[second..third + 5].fill(0);
+    fs::write(&path, damaged).unwrap();
+    let mut store = StateStore::open(tmp.path()).unwrap();
+    assert_eq!(store.load().unwrap(), Some(whole.clone()));
+    // Nothing is appended after the damage: the next change writes a snapshot.
+    let mut state = whole;
+    change(&mut store, &mut state, Delta::Publish(publication(9000)));
+    assert_eq!(journal_lines(tmp.path()), 0);
+    drop(store);
+    let store = StateStore::open(tmp.path()).unwrap();
+    assert_eq!(store.load().unwrap(), Some(state));
+}
+
+#[test]
 fn sequence_going_backwards_is_corrupt() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut store, mut state) = saved(tmp.path());
