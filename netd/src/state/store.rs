@@ -23,7 +23,7 @@
 //! - during a snapshot, before the rename: the old snapshot and the whole journal.
 //! - after the rename, before the journal is emptied: every line left is at or below the
 //!   new `journal_seq` and is skipped.
-//! - a power cut: the snapshot is synced, journal lines may be lost (they are not) or
+//! - a power cut: the snapshot is synced; journal lines are not, so they may be lost or
 //!   read back as zeros, and replay stops at the first damaged line. Nothing is lost
 //!   that matters: every endpoint's namespace went with the reboot, and reconciliation
 //!   forgets those endpoints with their publications.
