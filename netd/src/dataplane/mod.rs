@@ -12,6 +12,7 @@ use crate::model::{Attachment, Network, Publication};
 
 pub mod ebpf;
 pub mod iptables;
+pub(crate) mod nlsync;
 mod noop;
 
 pub use noop::NoopDataplane;

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
-use super::kernel::netlink_request;
+use crate::dataplane::nlsync::request as netlink_request;
 use crate::dataplane::{DataplaneError, Flow, Result};
 
 const PROC_CONNTRACK: &str = "/proc/thread-self/net/nf_conntrack";

@@ -12,14 +12,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use rtnetlink::{
-    LinkBridgePort,
-    packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage},
-    packet_route::RouteNetlinkMessage,
-    sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
-};
+use rtnetlink::{LinkBridgePort, packet_core::NetlinkMessage, packet_route::RouteNetlinkMessage};
 
-use crate::dataplane::{DataplaneError, InterfaceCounters, Result};
+use crate::dataplane::{DataplaneError, InterfaceCounters, Result, nlsync};
 
 const IPTABLES_SAVE: &str = "iptables-save";
 const IPTABLES_RESTORE: &str = "iptables-restore";
@@ -134,77 +129,20 @@ pub fn enable_bridge_netfilter() -> Result<()> {
     write_sysctl("net.bridge.bridge-nf-call-iptables", "1")
 }
 
-/// A kernel that never answers must fail the request, not hang the daemon.
-fn set_recv_timeout(sock: &Socket, timeout: std::time::Duration) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: the fd is a live socket owned by `sock`; `tv` outlives the call and its size
-    // is passed along.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Send one request on a NETLINK_ROUTE or NETLINK_NETFILTER socket and wait for its ack.
-pub fn netlink_request(protocol: isize, msg: &[u8]) -> std::io::Result<()> {
-    let mut sock = Socket::new(protocol)?;
-    set_recv_timeout(&sock, std::time::Duration::from_secs(5))?;
-    sock.bind_auto()?;
-    sock.connect(&SocketAddr::new(0, 0))?;
-    sock.send(msg, 0)?;
-    loop {
-        let (buf, _) = sock.recv_from_full()?;
-        let mut off = 0;
-        while off + 16 <= buf.len() {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
-            // NLMSG_ERROR carries the errno (0 is the ack).
-            if kind == 2 && off + 20 <= buf.len() {
-                let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4 bytes"));
-                return if code == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::from_raw_os_error(-code))
-                };
-            }
-            if len < 16 {
-                break;
-            }
-            off += (len + 3) & !3;
-        }
-    }
-}
-
 /// Turn hairpin mode on for a bridge port, over rtnetlink (`ip link set PORT type
 /// bridge_slave hairpin on`): a container that connects to its own published port gets
 /// the DNATed packet back through the port it came from.
 pub fn set_hairpin(ifindex: u32, on: bool) -> Result<()> {
     let link = LinkBridgePort::new(ifindex).hairpin(on).build();
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(link));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    netlink_request(NETLINK_ROUTE, &buf).map_err(|e| {
-        DataplaneError::new(
-            format!("setting hairpin_mode on bridge port ifindex {ifindex}"),
-            e,
-        )
-    })
+    let req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(link));
+    nlsync::route_batch(vec![req])
+        .and_then(|mut r| r.remove(0))
+        .map_err(|e| {
+            DataplaneError::new(
+                format!("setting hairpin_mode on bridge port ifindex {ifindex}"),
+                e,
+            )
+        })
 }
 
 /// Per-interface counters from /proc/thread-self/net/dev, for the named interfaces.

@@ -44,7 +44,7 @@ pub(super) fn rtnl(msg: RouteNetlinkMessage, create: bool) {
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
-    kernel::netlink_request(NETLINK_ROUTE, &buf).expect("rtnetlink request");
+    crate::dataplane::nlsync::request(NETLINK_ROUTE, &buf).expect("rtnetlink request");
 }
 
 pub(super) fn new_link(msg: LinkMessage, create: bool) {
