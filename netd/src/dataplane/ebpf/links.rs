@@ -7,7 +7,7 @@
 //! is defunct, the update fails with ENOLINK) is replaced by a new link.
 //!
 //! A container's veth gets its programs as direct-action cls_bpf filters on a clsact
-//! qdisc instead. Every tcx attach and detach waits for a full RCU grace period under the
+//! qdisc instead (the `filters` module). Every tcx attach and detach waits for a full RCU grace period under the
 //! rtnl lock (`synchronize_rcu` in the kernel's tcx code): two of them per veth made
 //! creating an endpoint ~35 ms slower than Docker's, and held up every other netlink
 //! user meanwhile. A filter swaps its program in after an expedited grace period at most.
@@ -24,8 +24,8 @@ use aya::{
     Ebpf,
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-        links::{FdLink, Link, PinnedLink},
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
     },
     sys::SyscallError,
 };
@@ -231,119 +231,4 @@ pub fn detach_pinned(path: &Path) -> Result<(), DataplaneError> {
 pub fn detach(bpffs: &Path, role: Role, ifindex: u32) -> Result<(), DataplaneError> {
     detach_pinned(&pin_path(bpffs, role, ifindex, TcAttachType::Ingress))?;
     detach_pinned(&pin_path(bpffs, role, ifindex, TcAttachType::Egress))
-}
-
-/// Where netd's filter sits on a veth's clsact qdisc, in both directions: first in line,
-/// and found again by a restarted daemon without a lookup.
-const VETH_PRIORITY: u16 = 1;
-const VETH_HANDLE: TcHandle = TcHandle::new(0, 0x4e44);
-
-fn errno(e: &ProgramError) -> Option<i32> {
-    match e {
-        ProgramError::TcError(TcError::NetlinkError(e)) | ProgramError::NetlinkError(e) => {
-            e.raw_os_error()
-        }
-        ProgramError::TcError(TcError::IoError(e)) => e.raw_os_error(),
-        _ => None,
-    }
-}
-
-/// Attaches program `prog_name` to veth `ifindex` in direction `t` as netd's filter, or
-/// replaces the program of the filter that a previous run left there.
-pub fn attach_filter(
-    ebpf: &mut Ebpf,
-    ifindex: u32,
-    t: TcAttachType,
-    prog_name: &str,
-) -> Result<(), DataplaneError> {
-    let prog = program(ebpf, prog_name)?;
-    let name = ifname(ifindex)?;
-    let ctx = || format!("attaching {prog_name} to {name} ({})", dir_name(t));
-    match tc::qdisc_add_clsact(&name) {
-        Ok(()) => {}
-        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-        Err(e) => return Err(DataplaneError::new(ctx(), format!("adding clsact: {e}"))),
-    }
-    let options = NlOptions {
-        priority: VETH_PRIORITY,
-        handle: VETH_HANDLE,
-        classid: None,
-    };
-    let id = match prog.attach_with_options(&name, t, TcAttachOptions::Netlink(options)) {
-        Ok(id) => id,
-        Err(e) if errno(&e) == Some(libc::EEXIST) => {
-            let link = SchedClassifierLink::attached(&name, t, VETH_PRIORITY, VETH_HANDLE, None)
-                .map_err(|e| DataplaneError::new(ctx(), e))?;
-            prog.attach_to_link(link).map_err(|e| {
-                DataplaneError::new(format!("{} (replacing)", ctx()), format!("{e:#}"))
-            })?
-        }
-        Err(e) => return Err(DataplaneError::new(ctx(), format!("{e:#}"))),
-    };
-    // The filter outlives this process: dropping the link would delete it.
-    let link = prog
-        .take_link(id)
-        .map_err(|e| DataplaneError::new(ctx(), e))?;
-    std::mem::forget(link);
-    debug!(ifname = %name, ifindex, dir = dir_name(t), program = prog_name, "filter attached");
-    Ok(())
-}
-
-/// Deletes netd's filters from veth `ifindex`. An interface that is gone took them along.
-pub fn detach_filters(ifindex: u32) -> Result<(), DataplaneError> {
-    let Ok(name) = ifname(ifindex) else {
-        return Ok(());
-    };
-    for t in [TcAttachType::Ingress, TcAttachType::Egress] {
-        let link = match SchedClassifierLink::attached(&name, t, VETH_PRIORITY, VETH_HANDLE, None) {
-            Ok(l) => l,
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
-            Err(e) => return Err(DataplaneError::new(format!("detaching from {name}"), e)),
-        };
-        match link.detach() {
-            Ok(()) => {}
-            // No such filter, qdisc or interface (any more): nothing to detach.
-            Err(e) if matches!(errno(&e), Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)) => {}
-            Err(e) => {
-                return Err(DataplaneError::new(
-                    format!("detaching netd's filter from {name} ({})", dir_name(t)),
-                    format!("{e:#}"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Deletes netd's filters (program `ingress` on ingress, `egress` on egress) from every
-/// interface of this namespace (`netd daemon --cleanup`). Returns how many interfaces
-/// had one.
-pub fn detach_all_filters(ingress: &str, egress: &str) -> Result<usize, DataplaneError> {
-    let ifaces = nix::net::if_::if_nameindex()
-        .map_err(|e| DataplaneError::new("listing the interfaces", e))?;
-    let mut found = 0;
-    for iface in ifaces.iter() {
-        let ifname = iface.name().to_string_lossy();
-        let mut had = false;
-        for (t, prog) in [
-            (TcAttachType::Ingress, ingress),
-            (TcAttachType::Egress, egress),
-        ] {
-            match tc::qdisc_detach_program(&ifname, t, prog) {
-                Ok(()) => had = true,
-                Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-                // No clsact qdisc on this interface.
-                Err(TcError::NetlinkError(e))
-                    if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
-                Err(e) => {
-                    return Err(DataplaneError::new(
-                        format!("detaching {prog} from {ifname} ({})", dir_name(t)),
-                        e,
-                    ));
-                }
-            }
-        }
-        found += usize::from(had);
-    }
-    Ok(found)
 }

@@ -8,6 +8,7 @@
 
 mod bpffs;
 mod conntrack;
+mod filters;
 mod links;
 mod loader;
 mod netdev;
@@ -122,7 +123,7 @@ impl EbpfDataplane {
 
     /// Detaches everything and removes every pin under `bpffs` (`netd daemon --cleanup`).
     pub fn cleanup(bpffs: &Path) -> Result<(), DataplaneError> {
-        let veths = links::detach_all_filters(PROG_VETH_INGRESS, PROG_VETH_EGRESS)?;
+        let veths = filters::detach_all(PROG_VETH_INGRESS, PROG_VETH_EGRESS)?;
         info!(interfaces = veths, "detached the veth programs");
         if !bpffs.exists() {
             info!(bpffs = %bpffs.display(), "nothing to clean up");
@@ -161,23 +162,22 @@ impl EbpfDataplane {
                 .insert(ifindex, zero, 0)
                 .map_err(|e| map_err(format!("creating the counters of interface {ifindex}"), e))?;
         }
-        let both = [
-            (TcAttachType::Ingress, ingress),
-            (TcAttachType::Egress, egress),
-        ];
-        for (t, prog) in both {
-            match role {
-                Role::Uplink => {
+        match role {
+            Role::Uplink => {
+                for (t, prog) in [
+                    (TcAttachType::Ingress, ingress),
+                    (TcAttachType::Egress, egress),
+                ] {
                     links::attach(&mut self.ebpf, &self.cfg.bpffs, role, ifindex, t, prog)?;
                 }
-                Role::Veth => links::attach_filter(&mut self.ebpf, ifindex, t, prog)?,
+                Ok(())
             }
+            Role::Veth => filters::attach(&self.ebpf, ifindex, ingress, egress),
         }
-        Ok(())
     }
 
     fn detach_veth(&mut self, ifindex: u32) -> Result<()> {
-        links::detach_filters(ifindex)?;
+        filters::detach(ifindex)?;
         tables::gone(self.maps.iface_stats.remove(&ifindex), || {
             format!("removing the counters of interface {ifindex}")
         })?;

@@ -119,8 +119,9 @@ fn counters(dp: &EbpfDataplane, ifindex: u32) -> Option<(u64, u64, u64, u64)> {
         .map(|c| (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes))
 }
 
-/// The names of the BPF filters on `ifname` in direction `dir` (ingress or egress), as
-/// `tc filter show` lists them.
+/// The names of the direct-action BPF filters on `ifname` in direction `dir` (ingress or
+/// egress), as `tc filter show` lists them. A filter without direct action would read
+/// the programs' verdicts as class ids, so it is left out.
 fn netd_filters(ifname: &str, dir: &str) -> Vec<String> {
     let out = std::process::Command::new("tc")
         .args(["filter", "show", "dev", ifname, dir])
@@ -129,6 +130,7 @@ fn netd_filters(ifname: &str, dir: &str) -> Vec<String> {
     // "filter protocol all pref 1 bpf chain 0 handle 0x4e44 NAME[:...] direct-action ..."
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .filter(|l| l.contains(" direct-action"))
         .filter_map(|l| {
             let mut words = l.split_whitespace().skip_while(|w| *w != "handle").skip(2);
             let name = words.next()?;
