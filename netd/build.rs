@@ -1,7 +1,10 @@
 //! Builds netd-ebpf for the BPF target and leaves the object in OUT_DIR, from where
 //! `src/dataplane/ebpf` embeds it.
 
-use std::{env, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 
@@ -55,5 +58,41 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         aya_build::Toolchain::Nightly,
-    )
+    )?;
+    let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    strip_debug(&out.join("netd"))
+}
+
+/// Drops the DWARF sections from the eBPF object, four fifths of its 1.2 MB. bpf-linker
+/// needs the debug info to generate BTF, but once it has, nothing reads it: aya loads
+/// programs, maps and BTF (`.BTF`, `.BTF.ext`, which carry the verifier's line info),
+/// and the daemon's binary embeds the object, whose pages aya's parsing touches.
+fn strip_debug(path: &Path) -> anyhow::Result<()> {
+    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut elf = object::build::elf::Builder::read(data.as_slice())
+        .with_context(|| format!("parsing {}", path.display()))?;
+    for section in elf.sections.iter_mut() {
+        let name = section.name.as_slice();
+        if name.starts_with(b".debug") || name.starts_with(b".rel.debug") {
+            section.delete = true;
+        }
+    }
+    elf.delete_orphans();
+    // bpf-linker names the sections from the symbol string table; the writer wants a
+    // section string table of its own.
+    if !elf
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, object::build::elf::SectionData::SectionString))
+    {
+        let names = elf.sections.add();
+        names.name = b".shstrtab".to_vec().into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = object::build::elf::SectionData::SectionString;
+    }
+    let mut stripped = Vec::new();
+    elf.write(&mut stripped)
+        .with_context(|| format!("writing {} without debug info", path.display()))?;
+    fs::write(path, stripped).with_context(|| format!("writing {}", path.display()))
 }
