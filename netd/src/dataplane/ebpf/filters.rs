@@ -26,7 +26,7 @@ use rtnetlink::{
 };
 use tracing::debug;
 
-use super::netdev::ifname;
+use super::{links::dir_name, netdev::ifname};
 use crate::dataplane::{DataplaneError, nlsync};
 
 /// The priority and handle of netd's filter in each direction.
@@ -60,13 +60,6 @@ fn prog<'a>(ebpf: &'a Ebpf, name: &'a str) -> Result<Prog<'a>, DataplaneError> {
         fd: fd.as_fd(),
         name,
     })
-}
-
-fn dir_name(t: TcAttachType) -> &'static str {
-    match t {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
-    }
 }
 
 /// The clsact qdisc's pseudo-class for direction `t`.

@@ -51,7 +51,7 @@ impl Role {
     }
 }
 
-fn dir_name(t: TcAttachType) -> &'static str {
+pub(super) fn dir_name(t: TcAttachType) -> &'static str {
     match t {
         TcAttachType::Ingress => "ingress",
         _ => "egress",

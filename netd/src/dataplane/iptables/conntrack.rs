@@ -6,8 +6,7 @@ use std::net::Ipv4Addr;
 
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
-use crate::dataplane::nlsync::request as netlink_request;
-use crate::dataplane::{DataplaneError, Flow, Result};
+use crate::dataplane::{DataplaneError, Flow, Result, nlsync};
 
 const PROC_CONNTRACK: &str = "/proc/thread-self/net/nf_conntrack";
 
@@ -209,7 +208,7 @@ fn delete_request(entry: Option<&Entry>) -> Vec<u8> {
 pub fn flush(ips: Option<&[Ipv4Addr]>) -> Result<u64> {
     let entries = read()?;
     let Some(ips) = ips else {
-        netlink_request(NETLINK_NETFILTER, &delete_request(None))
+        nlsync::request(NETLINK_NETFILTER, &delete_request(None))
             .map_err(|e| DataplaneError::new("flushing the conntrack table", e))?;
         return Ok(entries.len() as u64);
     };
@@ -218,7 +217,7 @@ pub fn flush(ips: Option<&[Ipv4Addr]>) -> Result<u64> {
         .iter()
         .filter(|e| ips.iter().any(|ip| e.involves(*ip)))
     {
-        match netlink_request(NETLINK_NETFILTER, &delete_request(Some(e))) {
+        match nlsync::request(NETLINK_NETFILTER, &delete_request(Some(e))) {
             Ok(()) => deleted += 1,
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
             Err(err) => {
