@@ -94,6 +94,7 @@ impl DaemonConfig {
 /// Run the daemon until SIGINT or SIGTERM. Blocking: enters `cfg.netns` first, so that
 /// every thread of the runtime built afterwards lives in it.
 pub fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
+    crate::return_large_blocks_when_freed();
     if let Some(ns) = &cfg.netns {
         Netns::enter(ns).with_context(|| format!("entering network namespace {}", ns.display()))?;
     }
