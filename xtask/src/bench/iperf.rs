@@ -55,13 +55,14 @@ pub struct IperfResult {
     pub retransmits: u64,
 }
 
-/// `iperf3 -c target -p port -P streams -t secs -J` inside `ns_name`.
+/// `iperf3 -c target -p port -P streams -t secs -C cc -J` inside `ns_name`.
 pub fn client(
     ns_name: &str,
     target: Ipv4Addr,
     port: u16,
     streams: u32,
     secs: u32,
+    cc: &str,
 ) -> Result<IperfResult> {
     let mut child = Command::new("ip")
         .args([
@@ -79,6 +80,8 @@ pub fn client(
             &streams.to_string(),
             "-t",
             &secs.to_string(),
+            "-C",
+            cc,
             "-J",
             "--connect-timeout",
             "5000",

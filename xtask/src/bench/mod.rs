@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// Use this netd binary instead of building one
     #[arg(long)]
     pub netd: Option<PathBuf>,
+    /// TCP congestion control of the bulk scenarios (1, 2), set on iperf3's sockets with
+    /// `-C`, the same for every variant; default: the machine's
+    #[arg(long)]
+    pub congestion: Option<String>,
 }
 
 /// Everything a run needs, resolved from the arguments.
@@ -84,6 +88,8 @@ struct Plan {
     started: String,
     rounds: u32,
     duration: Duration,
+    /// What the bulk scenarios' sockets use (`--congestion` or the machine's default).
+    congestion: String,
     variants: Vec<Variant>,
     scenarios: Vec<Scenario>,
     phase: scale::PhaseOpts,
@@ -155,6 +161,7 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
             .unwrap_or(if args.quick { 1 } else { 5 })
             .max(1),
     );
+    let congestion = congestion(args.congestion.as_deref())?;
     let netd = match &args.netd {
         Some(p) => p.clone(),
         None if args.variants.iter().any(|v| v.is_netd()) => {
@@ -175,6 +182,7 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
         started,
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         duration,
+        congestion,
         variants: args.variants.clone(),
         phase: scale::PhaseOpts {
             levels,
@@ -219,7 +227,7 @@ fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
             if interrupted() {
                 return;
             }
-            match m.run(topo, plan.duration) {
+            match m.run(topo, plan.duration, &plan.congestion) {
                 Ok(readings) => {
                     for (metric, value, detail) in readings {
                         rec.record(round, topo.variant, m.scenario(), &metric, value, detail);
@@ -249,6 +257,7 @@ fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
         machine: report::Machine::detect(),
         rounds: plan.rounds,
         duration_secs: plan.duration.as_secs(),
+        congestion: plan.congestion.clone(),
         variants: plan.variants.clone(),
         scale_levels: plan.phase.levels.clone(),
         netd_binary: plan.netd.display().to_string(),
@@ -294,6 +303,29 @@ fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
         }
         None => Ok(()),
     }
+}
+
+/// The congestion control the bulk scenarios use: `wanted` if this kernel has it,
+/// otherwise the machine's default. A namespace may not change its own default unless
+/// the root namespace allows the algorithm, but a process with CAP_NET_ADMIN may pick
+/// any available one for its sockets.
+fn congestion(wanted: Option<&str>) -> Result<String> {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_";
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("{SYSCTL}{name}"))
+            .with_context(|| format!("reading {SYSCTL}{name}"))
+    };
+    let Some(wanted) = wanted else {
+        return Ok(read("congestion_control")?.trim().to_string());
+    };
+    let available = read("available_congestion_control")?;
+    if !available.split_whitespace().any(|a| a == wanted) {
+        bail!(
+            "--congestion {wanted}: this kernel offers only {}",
+            available.trim()
+        );
+    }
+    Ok(wanted.to_string())
 }
 
 fn workspace_root() -> PathBuf {

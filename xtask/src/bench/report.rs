@@ -21,6 +21,8 @@ pub struct RunInfo {
     pub machine: Machine,
     pub rounds: u32,
     pub duration_secs: u64,
+    /// TCP congestion control of the bulk scenarios.
+    pub congestion: String,
     pub variants: Vec<Variant>,
     pub scale_levels: Vec<u32>,
     pub netd_binary: String,
@@ -112,10 +114,11 @@ fn header(md: &mut String, info: &RunInfo) {
     let variants: Vec<&str> = info.variants.iter().map(|v| v.name()).collect();
     let _ = writeln!(
         md,
-        "- {} round(s), variants interleaved per measurement in the order {}; {} s per traffic measurement",
+        "- {} round(s), variants interleaved per measurement in the order {}; {} s per traffic measurement; bulk TCP with {} congestion control",
         info.rounds,
         variants.join(", "),
-        info.duration_secs
+        info.duration_secs,
+        info.congestion
     );
     let _ = writeln!(
         md,
@@ -292,6 +295,7 @@ mod tests {
             },
             rounds: 2,
             duration_secs: 5,
+            congestion: "cubic".into(),
             variants: Variant::ALL.to_vec(),
             scale_levels: vec![1],
             netd_binary: "netd".into(),

@@ -64,12 +64,14 @@ impl Measurement {
         }
     }
 
-    pub fn run(self, topo: &Topology, duration: Duration) -> Result<Vec<Reading>> {
+    /// Runs the measurement; bulk TCP with congestion control `cc`.
+    pub fn run(self, topo: &Topology, duration: Duration, cc: &str) -> Result<Vec<Reading>> {
         let secs = duration.as_secs().max(1) as u32;
+        let bulk = |snat, streams| bulk(topo, snat, streams, secs, cc, self.name());
         match self {
-            Measurement::BulkDnat1 => bulk(topo, false, 1, secs, self.name()),
-            Measurement::BulkDnat4 => bulk(topo, false, 4, secs, self.name()),
-            Measurement::BulkSnat1 => bulk(topo, true, 1, secs, self.name()),
+            Measurement::BulkDnat1 => bulk(false, 1),
+            Measurement::BulkDnat4 => bulk(false, 4),
+            Measurement::BulkSnat1 => bulk(true, 1),
             Measurement::RrDnat => rr(topo, duration),
             Measurement::CrrDnat => crr(topo, false, duration, "DNAT"),
             Measurement::CrrSnat => crr(topo, true, duration, "SNAT"),
@@ -78,11 +80,25 @@ impl Measurement {
     }
 }
 
-fn bulk(topo: &Topology, snat: bool, streams: u32, secs: u32, name: &str) -> Result<Vec<Reading>> {
+fn bulk(
+    topo: &Topology,
+    snat: bool,
+    streams: u32,
+    secs: u32,
+    cc: &str,
+    name: &str,
+) -> Result<Vec<Reading>> {
     let route = if snat { &topo.snat } else { &topo.dnat };
     let addr = route.addr(Service::Iperf);
-    let r = iperf::client(&route.client_ns, route.target, addr.port(), streams, secs)?;
-    let detail = json!({ "target": addr.to_string(), "streams": streams, "secs": secs, "retransmits": r.retransmits });
+    let r = iperf::client(
+        &route.client_ns,
+        route.target,
+        addr.port(),
+        streams,
+        secs,
+        cc,
+    )?;
+    let detail = json!({ "target": addr.to_string(), "streams": streams, "secs": secs, "congestion": cc, "retransmits": r.retransmits });
     Ok(vec![(Metric::higher(name, "Gbit/s"), r.gbit_per_s, detail)])
 }
 
