@@ -157,33 +157,6 @@ pub const fn tcp_transition(state: u8, flags: u8, reply: bool, tcp_flags: u8) ->
     (state, flags)
 }
 
-/// Whether a TCP segment with `tcp_flags` may change a flow's state: only SYN, FIN and
-/// RST do once the flow is [`steady`].
-#[inline(always)]
-pub const fn tcp_changes_state(tcp_flags: u8) -> bool {
-    tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
-}
-
-/// Whether a flow in `(state, flags)` has been seen both ways and is past NEW: then a
-/// packet in either direction without SYN, FIN or RST (any datagram) leaves its state
-/// and flags as they are, and only refreshes its timestamp.
-#[inline(always)]
-pub const fn steady(state: u8, flags: u8) -> bool {
-    flags & CT_F_SEEN_REPLY != 0 && state != CT_NEW
-}
-
-/// The conntrack epoch of `now_ns`: 2^30 ns (about 1.07 s) long, never 0 (the first
-/// one of each cycle counts as the second), repeating after 65,536 epochs (19.5 hours,
-/// longer than any timeout). NAT entries remember the epoch in which their flow was last
-/// found steady (`NatEntry::ct_epoch`). No division: this runs for every packet.
-#[inline(always)]
-pub const fn ct_epoch(now_ns: u64) -> u16 {
-    let e = (now_ns >> 30) as u16;
-    if e == 0 { 1 } else { e }
-}
-// A stamp cannot match again before every timeout has run out.
-const _: () = assert!((1u64 << 46) > 2 * TCP_ESTABLISHED_TIMEOUT);
-
 /// The state of a UDP or ICMP flow after a packet.
 #[inline(always)]
 pub const fn datagram_transition(state: u8, flags: u8, reply: bool) -> (u8, u8) {
@@ -291,68 +264,6 @@ mod tests {
         assert!(timeout_ns(IPPROTO_TCP, CT_CLOSING) >= 240 * SECOND_NS);
         assert!(timeout_ns(IPPROTO_UDP, CT_NEW) >= 120 * SECOND_NS);
         assert!(timeout_ns(IPPROTO_ICMP, CT_NEW) >= 60 * SECOND_NS);
-    }
-
-    #[test]
-    fn a_steady_flow_changes_only_with_syn_fin_or_rst() {
-        // Every (state, flags) a TCP flow can reach: from any first segment, any segment
-        // either way.
-        let mut seen = std::vec::Vec::new();
-        let mut todo: std::vec::Vec<(u8, u8)> = (0..=u8::MAX)
-            .map(|f| {
-                (
-                    tcp_initial_state(f),
-                    if tcp_opens(f) { 0 } else { CT_F_SEEN_REPLY },
-                )
-            })
-            .chain((0..=u8::MAX).map(|f| (tcp_initial_state(f), 0)))
-            .collect();
-        while let Some(s) = todo.pop() {
-            if seen.contains(&s) {
-                continue;
-            }
-            seen.push(s);
-            for reply in [false, true] {
-                for tcp in 0..=u8::MAX {
-                    todo.push(tcp_transition(s.0, s.1, reply, tcp));
-                }
-            }
-        }
-        let steady_states: std::vec::Vec<_> =
-            seen.iter().filter(|(st, fl)| steady(*st, *fl)).collect();
-        assert!(steady_states.len() >= 3, "{seen:?}");
-        for &&(state, flags) in &steady_states {
-            for reply in [false, true] {
-                for tcp in (0..=u8::MAX).filter(|&t| !tcp_changes_state(t)) {
-                    assert_eq!(
-                        tcp_transition(state, flags, reply, tcp),
-                        (state, flags),
-                        "state {state} flags {flags:#x} reply {reply} tcp {tcp:#x}"
-                    );
-                }
-            }
-        }
-        // UDP and ICMP: NEW until a reply, ESTABLISHED after.
-        let est = datagram_transition(CT_NEW, 0, true);
-        assert!(steady(est.0, est.1));
-        for reply in [false, true] {
-            assert_eq!(datagram_transition(est.0, est.1, reply), est);
-        }
-        assert!(!steady(CT_NEW, CT_F_SEEN_REPLY));
-        assert!(
-            !steady(CT_ESTABLISHED, 0),
-            "a mid-stream pickup has not seen a reply"
-        );
-    }
-
-    #[test]
-    fn ct_epochs_last_about_a_second_and_skip_zero() {
-        assert_eq!(ct_epoch(0), 1);
-        assert_eq!(ct_epoch(1 << 30), 1);
-        assert_eq!(ct_epoch(2 << 30), 2);
-        assert_eq!(ct_epoch((3 << 30) - 1), 2);
-        assert_eq!(ct_epoch(65_535 << 30), 65_535);
-        assert_eq!(ct_epoch(65_536 << 30), 1, "wraps, never 0");
     }
 
     #[test]

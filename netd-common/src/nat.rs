@@ -26,11 +26,7 @@ pub struct NatEntry {
     pub dir: u8,
     /// `NAT_F_*` bits.
     pub flags: u8,
-    /// [`crate::conntrack::ct_epoch`] in which a packet of this half last found the
-    /// flow's conntrack entry steady ([`crate::conntrack::steady`]); 0: not known to be.
-    /// Until that epoch ends, this half's packets that cannot change the flow's state
-    /// skip the conntrack lookup.
-    pub ct_epoch: u16,
+    pub _pad: [u8; 2],
     /// Publication of the flow (0: none), so a restored conntrack entry keeps counting.
     pub pub_id: u32,
 }

@@ -9,13 +9,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::bpf_ktime_get_ns,
 };
 use netd_common::{
     conntrack::{
         CT_CLOSED, CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, HostFlow,
-        IPPROTO_TCP, SECOND_NS, datagram_transition, host_flow_live, steady, tcp_changes_state,
-        tcp_initial_state, tcp_transition, timeout_ns,
+        IPPROTO_TCP, SECOND_NS, datagram_transition, host_flow_live, tcp_initial_state,
+        tcp_transition, timeout_ns,
     },
     stats::DropReason,
 };
@@ -25,20 +25,11 @@ use crate::{
     parse::{Ip4, L4Kind},
 };
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock userspace compares against, as of the last
-/// tick: timestamps that decide timeouts of seconds need no better, and reading it costs
-/// no clock source access (~35 ns a packet less, BPF_PROG_TEST_RUN).
+/// CLOCK_MONOTONIC in nanoseconds, the clock userspace compares against.
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// Whether the packet may change the state of a [`steady`] flow: a TCP segment with SYN,
-/// FIN or RST.
-#[inline(always)]
-pub fn changes_state(ip: &Ip4) -> bool {
-    tcp_flags(ip).is_some_and(tcp_changes_state)
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Whether the packet carries TCP flags the state machine can use.
@@ -95,7 +86,7 @@ pub fn create(
 }
 
 /// Records a packet of a tracked flow (restoring the entry if it was evicted) and counts
-/// it for the flow's publication. Whether the flow is [`steady`] now.
+/// it for the flow's publication.
 #[inline(always)]
 pub fn touch(
     orig: &FlowKey,
@@ -104,11 +95,11 @@ pub fn touch(
     reply: bool,
     pub_id: u32,
     len: u32,
-) -> Result<bool, DropReason> {
+) -> Result<(), DropReason> {
     let Some(ct) = NETD_CT.get_ptr_mut(orig) else {
         create(orig, translated, ip, reply, pub_id)?;
         count_port(pub_id, len);
-        return Ok(false);
+        return Ok(());
     };
     // SAFETY: a map value; concurrent writers race benignly on these plain fields.
     let ct = unsafe { &mut *ct };
@@ -124,7 +115,7 @@ pub fn touch(
         ct.last_seen_ns = now;
     }
     count_port(ct.pub_id, len);
-    Ok(steady(state, flags))
+    Ok(())
 }
 
 /// What conntrack knows about a packet that has no NAT entry.
@@ -145,7 +136,7 @@ pub fn find(key: &FlowKey, ip: &Ip4, len: u32) -> Result<Tracked, DropReason> {
     if let Some(ct) = unsafe { NETD_CT.get(key) } {
         let (translated, pub_id) = (ct.translated, ct.pub_id);
         if translated == *key {
-            let _ = touch(key, key, ip, false, 0, len)?;
+            touch(key, key, ip, false, 0, len)?;
             return Ok(Tracked::Untranslated);
         }
         return Ok(Tracked::Lost { translated, pub_id });
@@ -155,7 +146,7 @@ pub fn find(key: &FlowKey, ip: &Ip4, len: u32) -> Result<Tracked, DropReason> {
     if let Some(ct) = unsafe { NETD_CT.get(rev) }
         && ct.translated == rev
     {
-        let _ = touch(&rev, &rev, ip, true, 0, len)?;
+        touch(&rev, &rev, ip, true, 0, len)?;
         return Ok(Tracked::Untranslated);
     }
     Ok(Tracked::No)

@@ -10,7 +10,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
-    conntrack::{FlowKey, ct_epoch},
+    conntrack::FlowKey,
     nat::{DataplaneConfig, NAT_DIR_ORIGINAL, NAT_DIR_REPLY, NatEntry, SNAT_PROBES},
     stats::DropReason,
 };
@@ -45,7 +45,7 @@ pub fn lookup(key: &FlowKey) -> Option<NatEntry> {
                 NAT_DIR_ORIGINAL
             },
             flags: e.flags,
-            ct_epoch: 0,
+            _pad: [0; 2],
             pub_id: e.pub_id,
         };
         // If another flow took the key meanwhile there is nothing safe to do.
@@ -63,34 +63,16 @@ pub fn peek(key: &FlowKey) -> Option<NatEntry> {
 
 /// Applies the NAT entry `e` (found for tuple `key`) to the packet and records it in
 /// conntrack.
-///
-/// A packet that cannot change the state of a flow the entry found steady in this epoch
-/// is only counted: the conntrack lookup was a tenth of an established packet's cost
-/// (BPF_PROG_TEST_RUN), and its timestamp is refreshed once a second anyway. The first
-/// such packet of the next epoch looks again.
 #[inline(always)]
 pub fn apply(ctx: &TcContext, ip: &Ip4, key: &FlowKey, e: &NatEntry) -> Result<(), DropReason> {
     csum::rewrite(ctx, ip, key, &e.rewrite)?;
-    let epoch = ct_epoch(now());
-    if e.ct_epoch == epoch && !conntrack::changes_state(ip) {
-        conntrack::count_port(e.pub_id, ctx.len());
-        return Ok(());
-    }
     let reply = e.dir == NAT_DIR_REPLY;
     let (orig, translated) = if reply {
         (e.rewrite.reversed(), key.reversed())
     } else {
         (*key, e.rewrite)
     };
-    let steady = conntrack::touch(&orig, &translated, ip, reply, e.pub_id, ctx.len())?;
-    let stamp = if steady { epoch } else { 0 };
-    if stamp != e.ct_epoch
-        && let Some(p) = NETD_NAT.get_ptr_mut(key)
-    {
-        // SAFETY: a map value; a concurrent writer stores an epoch as good as this one.
-        unsafe { (*p).ct_epoch = stamp };
-    }
-    Ok(())
+    conntrack::touch(&orig, &translated, ip, reply, e.pub_id, ctx.len())
 }
 
 /// Why a pair could not be inserted.
@@ -115,7 +97,7 @@ fn insert_pair(
         created_ns: now,
         dir: NAT_DIR_REPLY,
         flags,
-        ct_epoch: 0,
+        _pad: [0; 2],
         pub_id,
     };
     // A taken reverse key may hold this very flow's reply half, left behind when the LRU
@@ -131,7 +113,7 @@ fn insert_pair(
         created_ns: now,
         dir: NAT_DIR_ORIGINAL,
         flags,
-        ct_epoch: 0,
+        _pad: [0; 2],
         pub_id,
     };
     if NETD_NAT.insert(o, fwd, u64::from(BPF_NOEXIST)).is_err() {

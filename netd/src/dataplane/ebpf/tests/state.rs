@@ -6,10 +6,7 @@ use std::net::Ipv4Addr;
 use super::{
     datapath::with_lab,
     harness::{TestBpffs, in_netns},
-    lab::{
-        Hook, Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, from_container,
-        on_uplink,
-    },
+    lab::{Lab, TC_ACT_OK, TC_ACT_SHOT, UPLINK_IP, WAN, from_container, on_uplink},
     packet::{self, ACK, Ip, SYN, TCP, UDP, parse},
 };
 use crate::{dataplane::Dataplane as _, model::PortRange};
@@ -250,89 +247,5 @@ fn ten_thousand_single_ports_and_a_full_range_table() {
             2003,
             "the last range translates"
         );
-    });
-}
-
-#[test]
-fn a_steady_flow_skips_conntrack_within_an_epoch_but_not_its_fin() {
-    use netd_common::conntrack::{CT_CLOSING, CT_ESTABLISHED, FlowKey, SECOND_NS, ct_epoch};
-
-    use crate::dataplane::ebpf::conntrack::monotonic_ns;
-
-    with_lab("steady", |lab| {
-        let c2 = lab.c2.ip;
-        let veth = lab.c2.veth.index;
-        let orig = FlowKey {
-            saddr_be: u32::from_ne_bytes(WAN.octets()),
-            daddr_be: u32::from_ne_bytes(UPLINK_IP.octets()),
-            sport_be: 5555u16.to_be(),
-            dport_be: 8080u16.to_be(),
-            proto: TCP,
-            _pad: [0; 3],
-        };
-        let wan = |flags, data: &[u8]| {
-            on_uplink(&Ip::new(
-                WAN,
-                UPLINK_IP,
-                TCP,
-                packet::tcp(5555, 8080, flags, data),
-            ))
-        };
-        lab.up_in(&wan(SYN, b""));
-        let synack = Ip::new(c2, WAN, TCP, packet::tcp(80, 5555, SYN | ACK, b""));
-        lab.run(Hook::VethIngress, veth, &from_container(&lab.c2, &synack));
-        lab.up_in(&wan(ACK, b""));
-        let stamps: Vec<u16> = lab
-            .dp
-            .maps
-            .nat
-            .iter()
-            .map(|r| r.unwrap().1.ct_epoch)
-            .collect();
-        assert_eq!(stamps.len(), 2, "one NAT pair");
-        assert!(
-            stamps.iter().all(|&s| s != 0),
-            "both halves found the flow steady"
-        );
-
-        // A data segment in the same epoch leaves conntrack alone: a timestamp aged by
-        // hand stays. The kernel's coarse clock lags by up to a tick, hence the margin;
-        // an epoch that ends meanwhile makes the attempt count for nothing.
-        let mut skipped = false;
-        let mut data_segments = 0;
-        for _ in 0..5 {
-            let before = ct_epoch(monotonic_ns().saturating_sub(SECOND_NS / 50));
-            let ct = &mut lab.dp.maps.conntrack;
-            let mut e = ct.get(&orig, 0).expect("tracked");
-            e.last_seen_ns -= 5 * SECOND_NS;
-            ct.insert(orig, e, 0).unwrap();
-            lab.up_in(&wan(ACK, b"data"));
-            data_segments += 1;
-            let after = lab.dp.maps.conntrack.get(&orig, 0).unwrap();
-            if before != ct_epoch(monotonic_ns()) {
-                continue;
-            }
-            assert_eq!(after.last_seen_ns, e.last_seen_ns, "conntrack was skipped");
-            skipped = true;
-            break;
-        }
-        assert!(skipped, "five attempts met the end of an epoch");
-
-        // A FIN goes through conntrack whatever the stamp, and refreshes the timestamp.
-        let (rc, _) = lab.up_in(&wan(ACK | packet::FIN, b""));
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        let e = lab.dp.maps.conntrack.get(&orig, 0).unwrap();
-        assert_eq!(e.state, CT_CLOSING, "from {CT_ESTABLISHED}");
-        assert!(monotonic_ns() - e.last_seen_ns < 2 * SECOND_NS);
-
-        // Skipped packets still count for their publication: the handshake, the data
-        // and the FIN.
-        let stats = lab.dp.stats().unwrap();
-        let web = stats
-            .ports
-            .iter()
-            .find(|c| c.publication.contains(":8080->c2:80/tcp"))
-            .expect("counters of 8080");
-        assert_eq!(web.packets, 3 + data_segments + 1, "{web:?}");
     });
 }
