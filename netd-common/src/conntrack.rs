@@ -66,7 +66,7 @@ pub const CT_F_FIN_REPLY: u8 = 1 << 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at creation.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC as of the last tick) at creation.
     pub created_ns: u64,
     /// Last packet (refreshed at most once a second per flow).
     pub last_seen_ns: u64,
@@ -90,7 +90,7 @@ assert_size!(CtEntry, 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostFlow {
-    /// `bpf_ktime_get_ns` of the last packet (refreshed at most once a second); the
+    /// `bpf_ktime_get_coarse_ns` of the last packet (refreshed at most once a second); the
     /// entry counts for [`UDP_TIMEOUT`] after it.
     pub last_seen_ns: u64,
 }
