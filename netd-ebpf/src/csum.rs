@@ -1,12 +1,13 @@
 //! Packet rewrites with incremental checksum updates.
 //!
-//! Addresses and ports are stored without `BPF_F_RECOMPUTE_CSUM` and every change is
-//! paired with the helper that fixes the checksum covering it: `bpf_l3_csum_replace` for
-//! the IP header, `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` for the transport
-//! checksum's pseudo-header part (which also keeps CHECKSUM_PARTIAL packets right: the
+//! Fields are written in place ([`pkt::write`]). The IPv4 header checksum is updated
+//! here (RFC 1624); the transport checksum through the kernel's helper, because only the
+//! kernel knows the skb's checksum state: `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR`
+//! for the pseudo-header part (which also keeps CHECKSUM_PARTIAL packets right: the
 //! kernel then adjusts the pseudo-header seed instead of a full checksum), and without it
 //! for ports. Each change is balanced by its checksum change, so a CHECKSUM_COMPLETE sum
-//! over the packet stays valid. UDP checksums of 0 ("none") stay 0.
+//! over the packet stays valid (the IP header's sum over itself does not move). UDP
+//! checksums of 0 ("none") stay 0.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
@@ -14,14 +15,37 @@ use aya_ebpf::{
 };
 use netd_common::{
     conntrack::{FlowKey, IPPROTO_UDP},
+    csum::{update16, update32},
     stats::DropReason,
 };
 
-use crate::parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ip4, L4Kind};
+use crate::{
+    parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ip4, L4Kind},
+    pkt,
+};
 
 #[inline(always)]
 fn ok<E>(r: Result<(), E>) -> Result<(), DropReason> {
     r.map_err(|_| DropReason::Rewrite)
+}
+
+/// Writes `v` at `off` in the packet.
+#[inline(always)]
+fn put<T: Copy>(ctx: &TcContext, off: usize, v: T) -> Result<(), DropReason> {
+    pkt::write(ctx, off, v).ok_or(DropReason::Rewrite)
+}
+
+/// Folds a change into the IPv4 header checksum of the packet `ip`. The checksum and the
+/// values are in the same (wire) byte order, which one's-complement sums do not mind.
+#[inline(always)]
+fn fix_ip_csum(
+    ctx: &TcContext,
+    ip: &Ip4,
+    update: impl FnOnce(u16) -> u16,
+) -> Result<(), DropReason> {
+    let off = ip.l3 + IP_CSUM_OFF;
+    let c: u16 = pkt::read(ctx, off).ok_or(DropReason::Rewrite)?;
+    put(ctx, off, update(c))
 }
 
 /// Extra `bpf_l4_csum_replace` flags for the packet's transport checksum.
@@ -41,8 +65,8 @@ fn set_addr(ctx: &TcContext, ip: &Ip4, off: usize, old: u32, new: u32) -> Result
     if old == new {
         return Ok(());
     }
-    ok(ctx.store(ip.l3 + off, &new, 0))?;
-    ok(ctx.l3_csum_replace(ip.l3 + IP_CSUM_OFF, u64::from(old), u64::from(new), 4))?;
+    put(ctx, ip.l3 + off, new)?;
+    fix_ip_csum(ctx, ip, |c| update32(c, old, new))?;
     // ICMP has no pseudo-header; a later fragment has no transport header.
     if ip.kind == L4Kind::Ports
         && let Some(csum) = ip.l4_csum_off()
@@ -63,7 +87,7 @@ fn set_l4_u16(ctx: &TcContext, ip: &Ip4, off: usize, old: u16, new: u16) -> Resu
     let Some(csum) = ip.l4_csum_off() else {
         return Ok(());
     };
-    ok(ctx.store(off, &new, 0))?;
+    put(ctx, off, new)?;
     ok(ctx.l4_csum_replace(csum, u64::from(old), u64::from(new), 2 | l4_flags(ip)))
 }
 
@@ -118,7 +142,7 @@ pub fn payload_u32(
     if old == new {
         return Ok(());
     }
-    ok(ctx.store(off, &new, 0))?;
+    put(ctx, off, new)?;
     ok(ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 4))
 }
 
@@ -134,7 +158,7 @@ pub fn payload_u16(
     if old == new {
         return Ok(());
     }
-    ok(ctx.store(off, &new, 0))?;
+    put(ctx, off, new)?;
     ok(ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 2))
 }
 
@@ -147,14 +171,14 @@ pub fn dec_ttl(ctx: &TcContext, ip: &Ip4) -> Result<(), DropReason> {
     // TTL and protocol share one 16-bit word of the header checksum.
     let old = u16::from_ne_bytes([ip.ttl, ip.proto]);
     let new = u16::from_ne_bytes([ip.ttl - 1, ip.proto]);
-    ok(ctx.store(ip.l3 + 8, &(ip.ttl - 1), 0))?;
-    ok(ctx.l3_csum_replace(ip.l3 + IP_CSUM_OFF, u64::from(old), u64::from(new), 2))
+    put(ctx, ip.l3 + 8, ip.ttl - 1)?;
+    fix_ip_csum(ctx, ip, |c| update16(c, old, new))
 }
 
 /// Sets both MAC addresses.
 #[inline(always)]
 pub fn set_macs(ctx: &TcContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), DropReason> {
     const _: () = assert!(ETH_HLEN == 14);
-    ok(ctx.store(0, dst, 0))?;
-    ok(ctx.store(6, src, 0))
+    put(ctx, 0, *dst)?;
+    put(ctx, 6, *src)
 }

@@ -9,6 +9,7 @@ use netd_common::{
 use crate::{
     maps::NETD_SUBNETS,
     parse::{ETH_HLEN, Eth},
+    pkt,
     ports::is_local,
 };
 
@@ -32,7 +33,7 @@ pub fn check_mac(ep: &EndpointInfo, eth: &Eth) -> Result<(), DropReason> {
 #[inline(always)]
 pub fn check_arp(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), DropReason> {
     // Ethernet/IPv4 ARP: sender hardware address at 8, sender protocol address at 14.
-    let a: [u8; 28] = ctx.load(ETH_HLEN).map_err(|_| DropReason::Malformed)?;
+    let a: [u8; 28] = pkt::read(ctx, ETH_HLEN).ok_or(DropReason::Malformed)?;
     let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
     let spa = u32::from_ne_bytes([a[14], a[15], a[16], a[17]]);
     if sha != ep.mac || (spa != ep.ip_be && spa != 0) {

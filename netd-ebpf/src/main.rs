@@ -13,6 +13,7 @@ mod isolation;
 mod maps;
 mod nat;
 mod parse;
+mod pkt;
 mod ports;
 mod sock;
 mod uplink;

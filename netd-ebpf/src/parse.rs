@@ -1,4 +1,4 @@
-//! Header parsing. Every read goes through `bpf_skb_load_bytes` at offsets computed from
+//! Header parsing. Every read is bounds-checked ([`pkt::read`]) at offsets computed from
 //! the headers themselves (IHL, not a fixed 20 bytes), so IP options and non-linear skbs
 //! are handled, and a header that is shorter than it claims is an error, never a read of
 //! whatever follows.
@@ -8,6 +8,8 @@ use netd_common::{
     conntrack::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     stats::DropReason,
 };
+
+use crate::pkt;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -34,7 +36,7 @@ pub struct Eth {
 
 #[inline(always)]
 pub fn eth(ctx: &TcContext) -> Result<Eth, DropReason> {
-    let h: [u8; ETH_HLEN] = ctx.load(0).map_err(|_| DropReason::Malformed)?;
+    let h: [u8; ETH_HLEN] = pkt::read(ctx, 0).ok_or(DropReason::Malformed)?;
     Ok(Eth {
         src: [h[6], h[7], h[8], h[9], h[10], h[11]],
         proto: u16::from_be_bytes([h[12], h[13]]),
@@ -115,7 +117,7 @@ impl Ip4 {
 /// packet length `avail` (bytes from `l3` to the end of the packet).
 #[inline(always)]
 fn ip_header(ctx: &TcContext, l3: usize, avail: usize) -> Result<Ip4, DropReason> {
-    let h: [u8; 20] = ctx.load(l3).map_err(|_| DropReason::Malformed)?;
+    let h: [u8; 20] = pkt::read(ctx, l3).ok_or(DropReason::Malformed)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
     if h[0] >> 4 != 4 || ihl < 20 || tot_len < ihl || tot_len > avail {
@@ -163,11 +165,11 @@ fn transport(ctx: &TcContext, ip: &mut Ip4, l4_len: usize, inner: bool) -> Resul
             if l4_len < need {
                 return Err(DropReason::Malformed);
             }
-            let p: [u8; 4] = ctx.load(ip.l4).map_err(|_| DropReason::Malformed)?;
+            let p: [u8; 4] = pkt::read(ctx, ip.l4).ok_or(DropReason::Malformed)?;
             ip.sport_be = u16::from_ne_bytes([p[0], p[1]]);
             ip.dport_be = u16::from_ne_bytes([p[2], p[3]]);
             if ip.proto == IPPROTO_TCP && !inner {
-                let f: [u8; 2] = ctx.load(ip.l4 + 12).map_err(|_| DropReason::Malformed)?;
+                let f: [u8; 2] = pkt::read(ctx, ip.l4 + 12).ok_or(DropReason::Malformed)?;
                 let doff = u16::from(f[0] >> 4) * 4;
                 if doff < 20 {
                     return Err(DropReason::Malformed);
@@ -183,7 +185,7 @@ fn transport(ctx: &TcContext, ip: &mut Ip4, l4_len: usize, inner: bool) -> Resul
             if l4_len < 8 {
                 return Err(DropReason::Malformed);
             }
-            let h: [u8; 8] = ctx.load(ip.l4).map_err(|_| DropReason::Malformed)?;
+            let h: [u8; 8] = pkt::read(ctx, ip.l4).ok_or(DropReason::Malformed)?;
             ip.icmp_type = h[0];
             let id = u16::from_ne_bytes([h[4], h[5]]);
             match h[0] {
