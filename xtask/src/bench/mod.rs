@@ -77,9 +77,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub netd: Option<PathBuf>,
     /// TCP congestion control of the bulk scenarios (1, 2), set on iperf3's sockets with
-    /// `-C`, the same for every variant; default: the machine's
-    #[arg(long)]
-    pub congestion: Option<String>,
+    /// `-C`, the same for every variant. Cubic, Linux's default, unless told otherwise:
+    /// results then do not depend on a machine's sysctl (some default to BBR, whose bulk
+    /// rates swing by up to 30% between rounds here). `default` takes the machine's.
+    #[arg(long, default_value = "cubic")]
+    pub congestion: String,
 }
 
 /// Everything a run needs, resolved from the arguments.
@@ -88,7 +90,7 @@ struct Plan {
     started: String,
     rounds: u32,
     duration: Duration,
-    /// What the bulk scenarios' sockets use (`--congestion` or the machine's default).
+    /// What the bulk scenarios' sockets use (`--congestion`, resolved).
     congestion: String,
     variants: Vec<Variant>,
     scenarios: Vec<Scenario>,
@@ -161,7 +163,7 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
             .unwrap_or(if args.quick { 1 } else { 5 })
             .max(1),
     );
-    let congestion = congestion(args.congestion.as_deref())?;
+    let congestion = congestion(&args.congestion)?;
     let netd = match &args.netd {
         Some(p) => p.clone(),
         None if args.variants.iter().any(|v| v.is_netd()) => {
@@ -305,19 +307,19 @@ fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
     }
 }
 
-/// The congestion control the bulk scenarios use: `wanted` if this kernel has it,
-/// otherwise the machine's default. A namespace may not change its own default unless
+/// The congestion control the bulk scenarios use: `wanted` if this kernel has it, the
+/// machine's default for `default`. A namespace may not change its own default unless
 /// the root namespace allows the algorithm, but a process with CAP_NET_ADMIN may pick
 /// any available one for its sockets.
-fn congestion(wanted: Option<&str>) -> Result<String> {
+fn congestion(wanted: &str) -> Result<String> {
     const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_";
     let read = |name: &str| {
         std::fs::read_to_string(format!("{SYSCTL}{name}"))
             .with_context(|| format!("reading {SYSCTL}{name}"))
     };
-    let Some(wanted) = wanted else {
+    if wanted == "default" {
         return Ok(read("congestion_control")?.trim().to_string());
-    };
+    }
     let available = read("available_congestion_control")?;
     if !available.split_whitespace().any(|a| a == wanted) {
         bail!(
