@@ -11,12 +11,12 @@ use aya_ebpf::{
 };
 use netd_common::{
     conntrack::FlowKey,
-    nat::{NatEntry, UPLINK_F_PEER},
+    nat::{NatEntry, NextHop, UPLINK_F_PEER},
     stats::DropReason,
 };
 
 use crate::{
-    csum,
+    conntrack, csum,
     maps::{NETD_EP_BY_IP, NETD_NETWORKS},
     nat,
     parse::{ETH_HLEN, Ip4},
@@ -75,20 +75,22 @@ pub fn fast_to_container(
 }
 
 /// The fast path to the uplink: a packet of a known translated flow (its NAT entry `e`,
-/// found by [`nat::lookup`] for `key`) from a container is
+/// found by [`nat::lookup`] for `key`) from a container of network `network_id` is
 /// translated right at its veth and sent to the uplink with the next hop's MAC from the
 /// kernel's FIB and neighbour tables (`bpf_fib_lookup`, `bpf_redirect_neigh` when the
-/// neighbour is not resolved yet), skipping the bridge and the host's routing. An uplink
-/// that is a veth with its peer in another namespace gets it at the peer's ingress. `None`
-/// leaves the packet to the slow path: the route does not leave through the uplink, or
-/// the packet (or a segment of it) is larger than the route's MTU.
+/// neighbour is not resolved yet), skipping the bridge and the host's routing. A
+/// resolved next hop is kept in the flow's NAT entry for about a second
+/// ([`NatEntry::hop`]). An uplink that is a veth with its peer in another namespace gets
+/// it at the peer's ingress. `None` leaves the packet to the slow path: the route does
+/// not leave through the uplink, or the packet (or a segment of it) is larger than the
+/// route's MTU.
 #[inline(always)]
 pub fn fast_to_uplink(
     ctx: &TcContext,
     ip: &Ip4,
     key: &FlowKey,
     e: &NatEntry,
-    bridge_ifindex: u32,
+    network_id: u32,
 ) -> Result<Option<i32>, DropReason> {
     let cfg = nat::config();
     if cfg.uplink_ifindex == 0 || ip.ttl <= 1 {
@@ -107,15 +109,85 @@ pub fn fast_to_uplink(
         let l4_hlen = if ip.l4_hlen == 0 { 60 } else { ip.l4_hlen };
         gso + (ip.l4 - ip.l3) as u32 + u32::from(l4_hlen)
     };
-    let to = e.rewrite;
+    let now = NextHop::stamp(conntrack::now());
+    let hop = if e.hop.usable(cfg.uplink_ifindex, l3_len, now) {
+        e.hop
+    } else {
+        match fib_lookup(ctx, ip, &e.rewrite, l3_len, network_id, cfg.uplink_ifindex)? {
+            Route::Resolved(mut hop) => {
+                hop.looked_up = now;
+                nat::remember_hop(key, &hop);
+                hop
+            }
+            Route::Unresolved {
+                ifindex,
+                next_hop_be,
+            } => {
+                nat::apply(ctx, ip, key, e)?;
+                csum::dec_ttl(ctx, ip)?;
+                // SAFETY: plain data, all-zero is valid.
+                let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+                nh.nh_family = u32::from(AF_INET);
+                nh.__bindgen_anon_1.ipv4_nh = next_hop_be;
+                // SAFETY: nh is a bpf_redir_neigh of the size we pass.
+                return Ok(Some(unsafe {
+                    bpf_redirect_neigh(ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
+                } as i32));
+            }
+            Route::Elsewhere => return Ok(None),
+        }
+    };
+    nat::apply(ctx, ip, key, e)?;
+    csum::dec_ttl(ctx, ip)?;
+    csum::set_macs(ctx, &hop.dmac, &hop.smac)?;
+    if cfg.uplink_flags & UPLINK_F_PEER != 0 {
+        // Straight into the uplink peer's namespace, as the wan side would receive it
+        // from the wire: one queueing (the container's veth) instead of two. The
+        // uplink's egress program, which only counts fast-path packets, is skipped, so
+        // the count is taken here.
+        count(hop.ifindex, u64::from(ctx.len()), Dir::Tx);
+        // SAFETY: a helper taking plain integers.
+        return Ok(Some(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as i32));
+    }
+    // SAFETY: a helper taking plain integers.
+    Ok(Some(unsafe { bpf_redirect(hop.ifindex, 0) } as i32))
+}
+
+/// Where the FIB sends a packet to the uplink.
+enum Route {
+    /// Out of the uplink to a known neighbour.
+    Resolved(NextHop),
+    /// Out of the uplink, the neighbour not resolved yet.
+    Unresolved { ifindex: u32, next_hop_be: u32 },
+    /// Another interface, no route, or larger than the route's MTU.
+    Elsewhere,
+}
+
+/// Asks the kernel's FIB and neighbour tables where the packet `ip`, translated to `to`
+/// and `l3_len` bytes long on the wire, goes when it arrives on the bridge of network
+/// `network_id`.
+#[inline(always)]
+fn fib_lookup(
+    ctx: &TcContext,
+    ip: &Ip4,
+    to: &FlowKey,
+    l3_len: u32,
+    network_id: u32,
+    uplink: u32,
+) -> Result<Route, DropReason> {
+    // SAFETY: the value is read at once.
+    let Some(bridge) = (unsafe { NETD_NETWORKS.get(network_id) }).map(|n| n.bridge_ifindex) else {
+        return Ok(Route::Elsewhere);
+    };
     // SAFETY: plain data, all-zero is valid.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
     p.l4_protocol = ip.proto;
     p.sport = to.sport_be;
     p.dport = to.dport_be;
-    p.__bindgen_anon_1.tot_len = l3_len.min(u32::from(u16::MAX)) as u16;
-    p.ifindex = bridge_ifindex;
+    let len = l3_len.min(u32::from(u16::MAX)) as u16;
+    p.__bindgen_anon_1.tot_len = len;
+    p.ifindex = bridge;
     p.__bindgen_anon_3.ipv4_src = to.saddr_be;
     p.__bindgen_anon_4.ipv4_dst = to.daddr_be;
     // SAFETY: p is a bpf_fib_lookup of the size we pass.
@@ -127,33 +199,26 @@ pub fn fast_to_uplink(
             0,
         )
     };
-    let resolved = rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS);
-    if !(resolved || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH)) || p.ifindex != cfg.uplink_ifindex
-    {
-        return Ok(None);
+    if p.ifindex != uplink {
+        return Ok(Route::Elsewhere);
     }
-    nat::apply(ctx, ip, key, e)?;
-    csum::dec_ttl(ctx, ip)?;
-    if resolved {
-        csum::set_macs(ctx, &p.dmac, &p.smac)?;
-        if cfg.uplink_flags & UPLINK_F_PEER != 0 {
-            // Straight into the uplink peer's namespace, as the wan side would receive
-            // it from the wire: one queueing (the container's veth) instead of two. The
-            // uplink's egress program, which only counts fast-path packets, is skipped,
-            // so the count is taken here.
-            count(p.ifindex, u64::from(ctx.len()), Dir::Tx);
-            // SAFETY: a helper taking plain integers.
-            return Ok(Some(unsafe { bpf_redirect_peer(p.ifindex, 0) } as i32));
-        }
-        // SAFETY: a helper taking plain integers.
-        return Ok(Some(unsafe { bpf_redirect(p.ifindex, 0) } as i32));
+    if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return Ok(Route::Resolved(NextHop {
+            dmac: p.dmac,
+            smac: p.smac,
+            ifindex: p.ifindex,
+            max_len: len,
+            _pad: [0; 2],
+            looked_up: 0,
+        }));
     }
-    // SAFETY: plain data, all-zero is valid; after the lookup ipv4_dst is the next hop.
-    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = u32::from(AF_INET);
-    nh.__bindgen_anon_1.ipv4_nh = unsafe { p.__bindgen_anon_4.ipv4_dst };
-    // SAFETY: nh is a bpf_redir_neigh of the size we pass.
-    Ok(Some(unsafe {
-        bpf_redirect_neigh(p.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
-    } as i32))
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        // SAFETY: after the lookup ipv4_dst is the next hop.
+        let next_hop_be = unsafe { p.__bindgen_anon_4.ipv4_dst };
+        return Ok(Route::Unresolved {
+            ifindex: p.ifindex,
+            next_hop_be,
+        });
+    }
+    Ok(Route::Elsewhere)
 }

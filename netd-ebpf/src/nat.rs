@@ -8,10 +8,12 @@
 //! flow, the next packet that hits the other half restores it, so an established flow
 //! never changes its translation (Cilium #34833).
 
+use core::ptr::write_volatile;
+
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
     conntrack::FlowKey,
-    nat::{DataplaneConfig, NAT_DIR_ORIGINAL, NAT_DIR_REPLY, NatEntry, SNAT_PROBES},
+    nat::{DataplaneConfig, NAT_DIR_ORIGINAL, NAT_DIR_REPLY, NatEntry, NextHop, SNAT_PROBES},
     stats::DropReason,
 };
 
@@ -47,11 +49,31 @@ pub fn lookup(key: &FlowKey) -> Option<NatEntry> {
             flags: e.flags,
             _pad: [0; 2],
             pub_id: e.pub_id,
+            hop: NextHop::default(),
         };
         // If another flow took the key meanwhile there is nothing safe to do.
         let _ = NETD_NAT.insert(partner, restored, u64::from(BPF_NOEXIST));
     }
     Some(e)
+}
+
+/// Keeps `hop` as the next hop of the flow whose NAT entry is keyed by `key` (see
+/// [`NatEntry::hop`]). Two CPUs doing it at once write the same answer.
+#[inline(always)]
+pub fn remember_hop(key: &FlowKey, hop: &NextHop) {
+    if let Some(e) = NETD_NAT.get_ptr_mut(key) {
+        // SAFETY: a map value, valid for the program's run. Volatile writes keep their
+        // order, and the stamp goes last: a reader never takes a half-written hop for a
+        // fresh one.
+        unsafe {
+            let h = &raw mut (*e).hop;
+            write_volatile(&raw mut (*h).dmac, hop.dmac);
+            write_volatile(&raw mut (*h).smac, hop.smac);
+            write_volatile(&raw mut (*h).ifindex, hop.ifindex);
+            write_volatile(&raw mut (*h).max_len, hop.max_len);
+            write_volatile(&raw mut (*h).looked_up, hop.looked_up);
+        }
+    }
 }
 
 /// The NAT entry for `key` without restoring anything (for a quick classification).
@@ -99,6 +121,7 @@ fn insert_pair(
         flags,
         _pad: [0; 2],
         pub_id,
+        hop: NextHop::default(),
     };
     // A taken reverse key may hold this very flow's reply half, left behind when the LRU
     // evicted only the forward half: keep it and restore the forward half next to it.
@@ -115,6 +138,7 @@ fn insert_pair(
         flags,
         _pad: [0; 2],
         pub_id,
+        hop: NextHop::default(),
     };
     if NETD_NAT.insert(o, fwd, u64::from(BPF_NOEXIST)).is_err() {
         if !own_reverse {

@@ -60,9 +60,7 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
             nat::apply(ctx, &ip, &key, &e)?;
             return forward::to_endpoint(ctx, &ip, e.rewrite.daddr_be);
         }
-        // SAFETY: the value is copied out at once.
-        let bridge = unsafe { NETD_NETWORKS.get(ep.network_id) }.map_or(0, |n| n.bridge_ifindex);
-        if let Some(action) = forward::fast_to_uplink(ctx, &ip, &key, &e, bridge)? {
+        if let Some(action) = forward::fast_to_uplink(ctx, &ip, &key, &e, ep.network_id)? {
             return Ok(action);
         }
         // Otherwise the uplink translates it, after the host has routed it.

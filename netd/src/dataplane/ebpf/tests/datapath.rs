@@ -9,6 +9,8 @@ use super::{
     },
     packet::{self, ACK, ICMP, Ip, SYN, TCP, UDP, parse, quoted},
 };
+use netd_common::nat::NEXT_HOP_TTL;
+
 use crate::{dataplane::Dataplane as _, model::PortRange};
 
 const SNAT_PORTS: PortRange = PortRange {
@@ -412,6 +414,52 @@ fn known_flows_from_containers_go_straight_to_the_uplink() {
             (p.dst_mac, p.src_mac, p.ttl),
             (super::lab::WAN_MAC, up_mac, 63),
             "next hop from the neighbour table"
+        );
+
+        // The next hop is kept with the flow: a marker MAC written into the cache comes
+        // out on the next packet, until the cache expires and the FIB answers again.
+        let reply = ((c2, 80), (WAN, 5556));
+        let cached = lab.nat(reply.0, reply.1, TCP).hop;
+        assert_eq!(
+            (cached.dmac, cached.smac, cached.ifindex),
+            (super::lab::WAN_MAC, up_mac, lab.uplink.index),
+            "the lookup's answer is kept in the reply's NAT entry"
+        );
+        let marker = [0x02, 0xee, 0, 0, 0, 9];
+        let mut e = lab.nat(reply.0, reply.1, TCP);
+        e.hop.dmac = marker;
+        lab.set_nat(reply.0, reply.1, TCP, e);
+        let ack = from_container(
+            &lab.c2,
+            &Ip::new(c2, WAN, TCP, packet::tcp(80, 5556, ACK, b"")),
+        );
+        let (rc, f) = lab.run(Hook::VethIngress, h2, &ack);
+        assert_eq!(
+            (rc, parse(&f).dst_mac),
+            (TC_ACT_REDIRECT, marker),
+            "from the cache"
+        );
+        e.hop.looked_up = e.hop.looked_up.wrapping_sub(NEXT_HOP_TTL);
+        lab.set_nat(reply.0, reply.1, TCP, e);
+        let (rc, f) = lab.run(Hook::VethIngress, h2, &ack);
+        assert_eq!(
+            (rc, parse(&f).dst_mac),
+            (TC_ACT_REDIRECT, super::lab::WAN_MAC),
+            "expired: looked up again"
+        );
+        let refreshed = lab.nat(reply.0, reply.1, TCP).hop;
+        assert_eq!(refreshed.dmac, super::lab::WAN_MAC);
+        assert_ne!(refreshed.looked_up, e.hop.looked_up, "stamped anew");
+        // A segment larger than the size the route's MTU was checked for is checked again.
+        e.hop = refreshed;
+        e.hop.dmac = marker;
+        e.hop.max_len = 39; // the ACK is 40 bytes
+        lab.set_nat(reply.0, reply.1, TCP, e);
+        let (_, f) = lab.run(Hook::VethIngress, h2, &ack);
+        assert_eq!(
+            parse(&f).dst_mac,
+            super::lab::WAN_MAC,
+            "re-checked for a larger packet"
         );
 
         // A masqueraded flow: its first packet takes the host stack (the uplink creates

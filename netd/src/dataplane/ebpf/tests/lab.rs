@@ -4,6 +4,7 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+use netd_common::{conntrack::FlowKey, nat::NatEntry};
 
 use super::{
     harness::{Iface, ip, veth_pair},
@@ -269,15 +270,25 @@ impl Lab {
     /// Removes the NAT entry for the tuple `src -> dst` (as the LRU would evict it);
     /// whether it was there.
     pub fn remove_nat(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> bool {
-        let key = netd_common::conntrack::FlowKey {
-            saddr_be: u32::from_ne_bytes(src.0.octets()),
-            daddr_be: u32::from_ne_bytes(dst.0.octets()),
-            sport_be: src.1.to_be(),
-            dport_be: dst.1.to_be(),
-            proto,
-            _pad: [0; 3],
-        };
-        self.dp.maps.nat.remove(&key).is_ok()
+        self.dp.maps.nat.remove(&flow_key(src, dst, proto)).is_ok()
+    }
+
+    /// The NAT entry for the tuple `src -> dst`.
+    pub fn nat(&self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> NatEntry {
+        self.dp
+            .maps
+            .nat
+            .get(&flow_key(src, dst, proto), 0)
+            .expect("a NAT entry")
+    }
+
+    /// Overwrites the NAT entry for the tuple `src -> dst`.
+    pub fn set_nat(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8, e: NatEntry) {
+        self.dp
+            .maps
+            .nat
+            .insert(flow_key(src, dst, proto), e, 0)
+            .expect("writing a NAT entry");
     }
 
     /// Drops counted under `reason` so far.
@@ -310,6 +321,18 @@ fn publication(ep: &str, net: &str, proto: Proto, hs: u16, he: u16, cs: u16) -> 
 /// A frame from a container (its own MACs) carrying `ip`.
 pub fn from_container(c: &Container, ip: &packet::Ip) -> Vec<u8> {
     packet::eth([0x02, 0x42, 0, 0, 0, 1], c.mac, 0x0800, &ip.bytes())
+}
+
+/// The tuple `src -> dst` as the maps key it.
+fn flow_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
+    FlowKey {
+        saddr_be: u32::from_ne_bytes(src.0.octets()),
+        daddr_be: u32::from_ne_bytes(dst.0.octets()),
+        sport_be: src.1.to_be(),
+        dport_be: dst.1.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
 }
 
 /// A frame as the uplink carries it.
