@@ -123,6 +123,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(plan.out.join("logs"))?;
     println!("bench: results will be in {}", plan.out.display());
     let mut rec = Recorder::new(plan.rounds);
+    let cpu_at_start = report::CpuTimes::read();
     for round in 1..=plan.rounds {
         if interrupted() {
             break;
@@ -130,7 +131,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         run_round(&plan, round, &mut rec);
     }
     let _ = std::fs::remove_dir_all(&plan.work);
-    finish(&args, &plan, &rec)
+    let steal = cpu_at_start
+        .zip(report::CpuTimes::read())
+        .and_then(|(a, b)| a.steal_pct(b));
+    finish(&args, &plan, &rec, steal)
 }
 
 fn plan(args: &BenchArgs) -> Result<Plan> {
@@ -252,7 +256,7 @@ fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
 }
 
 /// Write the outputs and decide the exit status.
-fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
+fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder, cpu_steal_pct: Option<f64>) -> Result<()> {
     let info = report::RunInfo {
         command: command_line(),
         started_utc: plan.started.clone(),
@@ -263,6 +267,7 @@ fn finish(args: &BenchArgs, plan: &Plan, rec: &Recorder) -> Result<()> {
         variants: plan.variants.clone(),
         scale_levels: plan.phase.levels.clone(),
         netd_binary: plan.netd.display().to_string(),
+        cpu_steal_pct,
         publish_method: "ports published through the HTTP API (POST /ports on the daemon's UNIX socket, one kept-alive connection, one request per port); a few also through the netd CLI".into(),
     };
     report::write_json(&plan.out, &info, rec)?;

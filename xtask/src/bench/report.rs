@@ -27,6 +27,45 @@ pub struct RunInfo {
     pub scale_levels: Vec<u32>,
     pub netd_binary: String,
     pub publish_method: String,
+    /// Share of the CPU time the hypervisor gave to other guests during the run
+    /// (`steal` in /proc/stat), in percent; `None` when it could not be read.
+    pub cpu_steal_pct: Option<f64>,
+}
+
+/// The `cpu` line of /proc/stat: jiffies in total and stolen, summed over all CPUs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    pub fn read() -> Option<CpuTimes> {
+        Self::parse(&fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses /proc/stat: `cpu user nice system idle iowait irq softirq steal ...`.
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let fields: Vec<u64> = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu "))?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // guest and guest_nice (9, 10) are already counted in user and nice.
+        let total = fields.iter().take(8).sum();
+        Some(CpuTimes {
+            total,
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// Percent of the time between `self` and `later` that was stolen.
+    pub fn steal_pct(self, later: CpuTimes) -> Option<f64> {
+        let total = later.total.checked_sub(self.total)?;
+        let steal = later.steal.checked_sub(self.steal)?;
+        (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+    }
 }
 
 /// The machine the numbers come from.
@@ -126,6 +165,17 @@ fn header(md: &mut String, info: &RunInfo) {
         info.scale_levels, info.publish_method
     );
     let _ = writeln!(md, "- netd binary: {}", info.netd_binary);
+    match info.cpu_steal_pct {
+        Some(p) => {
+            let _ = writeln!(
+                md,
+                "- CPU time stolen by the hypervisor during the run: {p:.1}%"
+            );
+        }
+        None => {
+            let _ = writeln!(md, "- CPU time stolen by the hypervisor: unknown");
+        }
+    }
     let _ = writeln!(
         md,
         "\nCells: median (min-max) over rounds. Ratios are of medians; ↑ higher is better, ↓ lower is better. \
@@ -300,7 +350,33 @@ mod tests {
             scale_levels: vec![1],
             netd_binary: "netd".into(),
             publish_method: "API".into(),
+            cpu_steal_pct: Some(12.5),
         }
+    }
+
+    #[test]
+    fn steal_is_the_stolen_share_of_all_cpu_time() {
+        let stat = |steal: u64, idle: u64| {
+            format!("cpu  100 0 50 {idle} 0 0 10 {steal} 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+        };
+        let a = CpuTimes::parse(&stat(40, 800)).unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                total: 1000,
+                steal: 40
+            }
+        );
+        let b = CpuTimes::parse(&stat(140, 1600)).unwrap();
+        assert_eq!(a.steal_pct(b), Some(100.0 * 100.0 / 900.0));
+        assert_eq!(b.steal_pct(a), None, "counters do not go back");
+        assert_eq!(CpuTimes::parse("intr 5\n"), None);
+        let mut md = String::new();
+        header(&mut md, &info());
+        assert!(
+            md.contains("stolen by the hypervisor during the run: 12.5%"),
+            "{md}"
+        );
     }
 
     #[test]
