@@ -9,12 +9,12 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use netd_common::conntrack::{FlowKey, HostFlow, SECOND_NS, UDP_TIMEOUT};
+use netd_common::conntrack::{HostFlow, SECOND_NS, UDP_TIMEOUT};
 
 use super::{
     datapath::with_lab,
     harness::TestBpffs,
-    lab::{Hook, Lab, TC_ACT_OK, TC_ACT_REDIRECT, UPLINK_IP, from_container},
+    lab::{Hook, Lab, TC_ACT_OK, TC_ACT_REDIRECT, UPLINK_IP, flow_key, from_container},
     packet::{self, ACK, FIN, Ip, SYN, TCP, UDP, parse},
     topo::{Client, TIMEOUT, tcp_echo, udp_echo, udp_roundtrip},
     traffic::{C1, C2, GW2, HOST, World, network},
@@ -25,17 +25,6 @@ use crate::{
 };
 
 const GW1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-
-fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
-    FlowKey {
-        saddr_be: u32::from_ne_bytes(src.0.octets()),
-        daddr_be: u32::from_ne_bytes(dst.0.octets()),
-        sport_be: src.1.to_be(),
-        dport_be: dst.1.to_be(),
-        proto,
-        _pad: [0; 3],
-    }
-}
 
 /// A datagram from `src` to `dst` as the host sends it to container c1 (on c1's veth).
 fn host_to_c1(lab: &Lab, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
@@ -137,7 +126,7 @@ fn udp_replies_to_host_flows_pass_and_other_datagrams_still_hairpin() {
             lab.run(Hook::VethEgress, h1, &ask),
             (TC_ACT_OK, ask.clone())
         );
-        let recorded = key((c1, 82), (gw_a, 5353), UDP);
+        let recorded = flow_key((c1, 82), (gw_a, 5353), UDP);
         assert!(
             lab.dp.maps.host_flows.get(&recorded, 0).is_ok(),
             "the reply tuple is remembered"
@@ -162,7 +151,7 @@ fn udp_replies_to_host_flows_pass_and_other_datagrams_still_hairpin() {
             lab.run_received(Hook::VethEgress, h1, h3, &fwd).0,
             TC_ACT_OK
         );
-        let not_recorded = key((c1, 84), (gw_a, 5353), UDP);
+        let not_recorded = flow_key((c1, 84), (gw_a, 5353), UDP);
         assert!(lab.dp.maps.host_flows.get(&not_recorded, 0).is_err());
         assert_eq!(udp_from_c1(lab, 84, (gw_a, 5353)).0, TC_ACT_REDIRECT);
 
@@ -170,7 +159,7 @@ fn udp_replies_to_host_flows_pass_and_other_datagrams_still_hairpin() {
         let old = monotonic_ns()
             .checked_sub(UDP_TIMEOUT + SECOND_NS)
             .expect("the machine has been up for more than the UDP timeout");
-        let expired = key((c1, 85), (gw_a, 5353), UDP);
+        let expired = flow_key((c1, 85), (gw_a, 5353), UDP);
         let stale = HostFlow { last_seen_ns: old };
         lab.dp.maps.host_flows.insert(expired, stale, 0).unwrap();
         assert_eq!(udp_from_c1(lab, 85, (gw_a, 5353)).0, TC_ACT_REDIRECT);

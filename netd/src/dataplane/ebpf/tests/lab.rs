@@ -324,7 +324,7 @@ pub fn from_container(c: &Container, ip: &packet::Ip) -> Vec<u8> {
 }
 
 /// The tuple `src -> dst` as the maps key it.
-fn flow_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
+pub fn flow_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
     FlowKey {
         saddr_be: u32::from_ne_bytes(src.0.octets()),
         daddr_be: u32::from_ne_bytes(dst.0.octets()),

@@ -7,12 +7,11 @@
 
 use std::net::Ipv4Addr;
 
-use netd_common::conntrack::FlowKey;
-
 use super::{
     datapath::with_lab,
     lab::{
-        Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, from_container, on_uplink,
+        Lab, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, flow_key, from_container,
+        on_uplink,
     },
     packet::{self, ACK, FIN, Ip, Parsed, SYN, TCP, UDP, parse},
 };
@@ -195,14 +194,7 @@ fn a_new_datagram_replaces_an_expired_flow_that_holds_its_reply_tuple() {
         assert_eq!(lab.drops("nat_insert"), before + 1);
 
         // Age the first flow past the UDP timeout, as if the collector had not run yet.
-        let old = FlowKey {
-            saddr_be: u32::from_ne_bytes(WAN.octets()),
-            daddr_be: u32::from_ne_bytes(UPLINK_IP.octets()),
-            sport_be: CLIENT_PORT.to_be(),
-            dport_be: 8003u16.to_be(),
-            proto: UDP,
-            _pad: [0; 3],
-        };
+        let old = flow_key((WAN, CLIENT_PORT), (UPLINK_IP, 8003), UDP);
         let ct = &mut lab.dp.maps.conntrack;
         let mut e = ct.get(&old, 0).expect("the first flow is tracked");
         let idle = netd_common::conntrack::UDP_TIMEOUT + netd_common::conntrack::SECOND_NS;
