@@ -110,62 +110,71 @@ pub fn fast_to_uplink(
         gso + (ip.l4 - ip.l3) as u32 + u32::from(l4_hlen)
     };
     let now = NextHop::stamp(conntrack::now());
-    let hop = if e.hop.usable(cfg.uplink_ifindex, l3_len, now) {
-        e.hop
+    let route = if e.hop.usable(cfg.uplink_ifindex, l3_len, now) {
+        Route::Resolved(e.hop)
     } else {
-        match fib_lookup(ctx, ip, &e.rewrite, l3_len, network_id, cfg.uplink_ifindex)? {
-            Route::Resolved(mut hop) => {
-                hop.looked_up = now;
-                nat::remember_hop(key, &hop);
-                hop
-            }
-            Route::Unresolved {
-                ifindex,
-                next_hop_be,
-            } => {
-                nat::apply(ctx, ip, key, e)?;
-                csum::dec_ttl(ctx, ip)?;
-                // SAFETY: plain data, all-zero is valid.
-                let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-                nh.nh_family = u32::from(AF_INET);
-                nh.__bindgen_anon_1.ipv4_nh = next_hop_be;
-                // SAFETY: nh is a bpf_redir_neigh of the size we pass.
-                return Ok(Some(unsafe {
-                    bpf_redirect_neigh(ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
-                } as i32));
-            }
-            Route::Elsewhere => return Ok(None),
+        let Some(route) = fib_lookup(
+            ctx,
+            ip,
+            &e.rewrite,
+            l3_len,
+            network_id,
+            cfg.uplink_ifindex,
+            now,
+        ) else {
+            return Ok(None);
+        };
+        if let Route::Resolved(hop) = &route {
+            nat::remember_hop(key, hop);
         }
+        route
     };
     nat::apply(ctx, ip, key, e)?;
     csum::dec_ttl(ctx, ip)?;
-    csum::set_macs(ctx, &hop.dmac, &hop.smac)?;
-    if cfg.uplink_flags & UPLINK_F_PEER != 0 {
-        // Straight into the uplink peer's namespace, as the wan side would receive it
-        // from the wire: one queueing (the container's veth) instead of two. The
-        // uplink's egress program, which only counts fast-path packets, is skipped, so
-        // the count is taken here.
-        count(hop.ifindex, u64::from(ctx.len()), Dir::Tx);
-        // SAFETY: a helper taking plain integers.
-        return Ok(Some(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as i32));
+    match route {
+        Route::Resolved(hop) => {
+            csum::set_macs(ctx, &hop.dmac, &hop.smac)?;
+            if cfg.uplink_flags & UPLINK_F_PEER != 0 {
+                // Straight into the uplink peer's namespace, as the wan side would
+                // receive it from the wire: one queueing (the container's veth) instead
+                // of two. The uplink's egress program, which only counts fast-path
+                // packets, is skipped, so the count is taken here.
+                count(hop.ifindex, u64::from(ctx.len()), Dir::Tx);
+                // SAFETY: a helper taking plain integers.
+                return Ok(Some(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as i32));
+            }
+            // SAFETY: a helper taking plain integers.
+            Ok(Some(unsafe { bpf_redirect(hop.ifindex, 0) } as i32))
+        }
+        Route::Unresolved {
+            ifindex,
+            next_hop_be,
+        } => {
+            // SAFETY: plain data, all-zero is valid.
+            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            nh.nh_family = u32::from(AF_INET);
+            nh.__bindgen_anon_1.ipv4_nh = next_hop_be;
+            let size = size_of::<bpf_redir_neigh>() as i32;
+            // SAFETY: nh is a bpf_redir_neigh of the size we pass.
+            Ok(Some(
+                unsafe { bpf_redirect_neigh(ifindex, &mut nh, size, 0) } as i32,
+            ))
+        }
     }
-    // SAFETY: a helper taking plain integers.
-    Ok(Some(unsafe { bpf_redirect(hop.ifindex, 0) } as i32))
 }
 
-/// Where the FIB sends a packet to the uplink.
+/// Where the FIB sends a packet out of the uplink.
 enum Route {
-    /// Out of the uplink to a known neighbour.
+    /// To a known neighbour.
     Resolved(NextHop),
-    /// Out of the uplink, the neighbour not resolved yet.
+    /// The neighbour not resolved yet.
     Unresolved { ifindex: u32, next_hop_be: u32 },
-    /// Another interface, no route, or larger than the route's MTU.
-    Elsewhere,
 }
 
 /// Asks the kernel's FIB and neighbour tables where the packet `ip`, translated to `to`
 /// and `l3_len` bytes long on the wire, goes when it arrives on the bridge of network
-/// `network_id`.
+/// `network_id` (a resolved next hop stamped `now`). `None`: not out of the uplink (another
+/// interface, no route, or larger than the route's MTU).
 #[inline(always)]
 fn fib_lookup(
     ctx: &TcContext,
@@ -174,11 +183,10 @@ fn fib_lookup(
     l3_len: u32,
     network_id: u32,
     uplink: u32,
-) -> Result<Route, DropReason> {
+    now: u32,
+) -> Option<Route> {
     // SAFETY: the value is read at once.
-    let Some(bridge) = (unsafe { NETD_NETWORKS.get(network_id) }).map(|n| n.bridge_ifindex) else {
-        return Ok(Route::Elsewhere);
-    };
+    let bridge = unsafe { NETD_NETWORKS.get(network_id) }?.bridge_ifindex;
     // SAFETY: plain data, all-zero is valid.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
@@ -200,25 +208,22 @@ fn fib_lookup(
         )
     };
     if p.ifindex != uplink {
-        return Ok(Route::Elsewhere);
+        return None;
     }
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        return Ok(Route::Resolved(NextHop {
+        return Some(Route::Resolved(NextHop {
             dmac: p.dmac,
             smac: p.smac,
             ifindex: p.ifindex,
             max_len: len,
             _pad: [0; 2],
-            looked_up: 0,
+            looked_up: now,
         }));
     }
-    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
-        // SAFETY: after the lookup ipv4_dst is the next hop.
-        let next_hop_be = unsafe { p.__bindgen_anon_4.ipv4_dst };
-        return Ok(Route::Unresolved {
-            ifindex: p.ifindex,
-            next_hop_be,
-        });
-    }
-    Ok(Route::Elsewhere)
+    // SAFETY: after the lookup ipv4_dst is the next hop.
+    let next_hop_be = unsafe { p.__bindgen_anon_4.ipv4_dst };
+    (rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH)).then_some(Route::Unresolved {
+        ifindex: p.ifindex,
+        next_hop_be,
+    })
 }
