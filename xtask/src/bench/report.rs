@@ -165,17 +165,13 @@ fn header(md: &mut String, info: &RunInfo) {
         info.scale_levels, info.publish_method
     );
     let _ = writeln!(md, "- netd binary: {}", info.netd_binary);
-    match info.cpu_steal_pct {
-        Some(p) => {
-            let _ = writeln!(
-                md,
-                "- CPU time stolen by the hypervisor during the run: {p:.1}%"
-            );
-        }
-        None => {
-            let _ = writeln!(md, "- CPU time stolen by the hypervisor: unknown");
-        }
-    }
+    let steal = info
+        .cpu_steal_pct
+        .map_or_else(|| "unknown".to_string(), |p| format!("{p:.1}%"));
+    let _ = writeln!(
+        md,
+        "- CPU time stolen by the hypervisor during the run: {steal}"
+    );
     let _ = writeln!(
         md,
         "\nCells: median (min-max) over rounds. Ratios are of medians; ↑ higher is better, ↓ lower is better. \
