@@ -206,7 +206,8 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
 }
 
 /// One round: fresh topologies, every traffic measurement across the variants in turn,
-/// then scale/programming/memory per netd variant, then teardown.
+/// the idle daemons' memory, endpoint creation across the netd variants in turn, then
+/// scale/programming/memory per netd variant, then teardown.
 fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
     let mut topos: Vec<Topology> = Vec::new();
     for &v in &plan.variants {
@@ -245,6 +246,14 @@ fn run_round(plan: &Plan, round: u32, rec: &mut Recorder) {
     }
     let phase = [Scenario::Scale, Scenario::Programming, Scenario::Memory];
     if phase.iter().any(|s| plan.scenarios.contains(s)) {
+        let mut netd: Vec<&mut Topology> =
+            topos.iter_mut().filter(|t| t.variant.is_netd()).collect();
+        for topo in netd.iter_mut() {
+            scale::idle_memory(topo, rec, round, &plan.phase);
+        }
+        if plan.scenarios.contains(&Scenario::Programming) && !interrupted() {
+            scale::endpoints(&mut netd, rec, round, &plan.phase);
+        }
         for topo in topos.iter_mut().filter(|t| t.variant.is_netd()) {
             if interrupted() {
                 return;

@@ -67,14 +67,19 @@ impl Ctx<'_> {
         self.rec.note(self.round, self.topo.variant, s, what);
     }
     fn netd(&mut self) -> Result<&mut super::daemon::Netd> {
-        self.topo
-            .netd
-            .as_mut()
-            .ok_or_else(|| anyhow!("no netd in this topology"))
+        netd_of(self.topo)
     }
 }
 
-/// Run scenarios 6-8 on one netd topology. Errors are recorded per measurement; the phase
+/// The daemon's memory before the programming phase touches it (scenario 8).
+pub fn idle_memory(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts) {
+    if opts.scenarios.contains(&Scenario::Memory) {
+        let mut cx = memory::MemCtx { topo, rec, round };
+        memory::measure(&mut cx, "0 ports");
+    }
+}
+
+/// Run scenarios 6-8 on one netd topology, after [`idle_memory`] and [`endpoints`]. Errors are recorded per measurement; the phase
 /// goes on where it can.
 pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts) {
     let mut cx = Ctx {
@@ -83,9 +88,6 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
         round,
         opts,
     };
-    if cx.wants(Scenario::Memory) {
-        memory::measure(&mut cx.topo_mem(), "0 ports");
-    }
     let server_ep = cx.topo.server_ep.clone();
     let base_removed = cx
         .netd()
@@ -97,7 +99,6 @@ pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts
     if cx.wants(Scenario::Programming) {
         probes(&mut cx, 0);
         range(&mut cx);
-        endpoints(&mut cx);
     }
     let mut extras = 0u32;
     for &level in &opts.levels {
@@ -328,59 +329,100 @@ fn range(cx: &mut Ctx<'_>) {
     }
 }
 
-/// Create `opts.endpoints` endpoints one after the other, then remove them.
-fn endpoints(cx: &mut Ctx<'_>) {
-    let n = cx.opts.endpoints;
-    let prefix = cx.topo.name_prefix.clone();
-    cx.note(
-        Scenario::Programming,
-        &format!("creating {n} endpoints ..."),
-    );
-    let mut each = Vec::new();
-    let mut created = Vec::new();
-    let result = (|| -> Result<f64> {
-        let netd = cx.netd()?;
-        let start = Instant::now();
-        for i in 0..n {
-            let name = format!("{prefix}p{i}");
-            let t = Instant::now();
-            netd.endpoint_create(&name, super::topology::NETWORK)?;
-            each.push(t.elapsed().as_nanos() as u64);
-            created.push(name);
-        }
-        Ok(start.elapsed().as_secs_f64())
-    })();
-    let metric = format!("create {n} endpoints, total");
-    match result {
-        Ok(total) => cx.record(
-            Scenario::Programming,
-            Metric::lower(metric, "s"),
-            total,
-            json!({ "endpoints": n }),
-        ),
-        Err(e) => cx.fail(Scenario::Programming, &metric, &e),
+/// Create `opts.endpoints` endpoints on every netd variant, then remove them, taking the
+/// variants in turn for each endpoint (A B, then B A, ...). On these VMs a batch of 100
+/// took 20% more or less time from one minute to the next, more than the variants
+/// differ, so batches run one after the other compared the minutes, not the dataplanes.
+/// A variant's totals are the sums of its own requests.
+pub fn endpoints(topos: &mut [&mut Topology], rec: &mut Recorder, round: u32, opts: &PhaseOpts) {
+    let n = opts.endpoints;
+    for t in topos.iter() {
+        let what = format!("creating {n} endpoints, in turn with the other variants ...");
+        rec.note(round, t.variant, Scenario::Programming, &what);
     }
-    record_pcts(cx, "create one endpoint", &mut each);
-    let removed = (|| -> Result<f64> {
-        let netd = cx.netd()?;
-        let start = Instant::now();
-        for name in &created {
-            netd.endpoint_remove(name)?;
+    let name = |topo: &Topology, i: usize| format!("{}p{i}", topo.name_prefix);
+    let created = in_turn(topos, &vec![n; topos.len()], |topo, i| {
+        let name = name(topo, i);
+        netd_of(topo)?.endpoint_create(&name, super::topology::NETWORK)?;
+        Ok(())
+    });
+    let counts: Vec<usize> = created.iter().map(|c| c.nanos.len()).collect();
+    let removed = in_turn(topos, &counts, |topo, i| {
+        let name = name(topo, i);
+        netd_of(topo)?.endpoint_remove(&name)
+    });
+    for ((topo, mut created), removed) in topos.iter_mut().zip(created).zip(removed) {
+        let mut cx = Ctx {
+            topo,
+            rec: &mut *rec,
+            round,
+            opts,
+        };
+        let metric = format!("create {n} endpoints, total");
+        record_total(&mut cx, &metric, &created, json!({ "endpoints": n }));
+        record_pcts(&mut cx, "create one endpoint", &mut created.nanos);
+        let metric = format!("remove {n} endpoints, total");
+        record_total(&mut cx, &metric, &removed, Value::Null);
+    }
+}
+
+fn netd_of(topo: &mut Topology) -> Result<&mut super::daemon::Netd> {
+    topo.netd
+        .as_mut()
+        .ok_or_else(|| anyhow!("no netd in this topology"))
+}
+
+/// The time each step of one item took in [`in_turn`], and the error that stopped it.
+#[derive(Debug, Default)]
+struct Timed {
+    nanos: Vec<u64>,
+    error: Option<anyhow::Error>,
+}
+
+/// Runs `step(item, i)` for `i` in `0..counts[j]` on every item `j`, taking the items in
+/// turn for each `i`: forwards for an even `i`, backwards for an odd one, so that neither
+/// always goes first. An item whose step fails does no more steps.
+fn in_turn<S>(
+    items: &mut [S],
+    counts: &[usize],
+    mut step: impl FnMut(&mut S, usize) -> Result<()>,
+) -> Vec<Timed> {
+    let mut out: Vec<Timed> = items.iter().map(|_| Timed::default()).collect();
+    let rounds = counts.iter().copied().max().unwrap_or(0);
+    for i in 0..rounds {
+        let order: Vec<usize> = if i % 2 == 0 {
+            (0..items.len()).collect()
+        } else {
+            (0..items.len()).rev().collect()
+        };
+        for j in order {
+            if i >= counts[j] || out[j].error.is_some() {
+                continue;
+            }
+            let t = Instant::now();
+            match step(&mut items[j], i) {
+                Ok(()) => out[j].nanos.push(t.elapsed().as_nanos() as u64),
+                Err(e) => out[j].error = Some(e),
+            }
         }
-        Ok(start.elapsed().as_secs_f64())
-    })();
-    match removed {
-        Ok(total) => cx.record(
-            Scenario::Programming,
-            Metric::lower(format!("remove {n} endpoints, total"), "s"),
-            total,
-            Value::Null,
-        ),
-        Err(e) => cx.fail(
-            Scenario::Programming,
-            &format!("remove {n} endpoints, total"),
-            &e,
-        ),
+    }
+    out
+}
+
+/// Records the sum of `timed`'s steps as metric `name` in seconds, or the error that
+/// stopped them.
+fn record_total(cx: &mut Ctx<'_>, name: &str, timed: &Timed, detail: Value) {
+    match &timed.error {
+        Some(e) => cx.fail(Scenario::Programming, name, e),
+        None => {
+            let total: u64 = timed.nanos.iter().sum();
+            cx.record(
+                Scenario::Programming,
+                Metric::lower(name, "s"),
+                total as f64 / 1e9,
+                detail,
+            );
+        }
     }
 }
 
@@ -400,6 +442,27 @@ pub fn thousands(n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_turn_alternates_which_item_goes_first_and_stops_only_a_failing_one() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut items = ['a', 'b', 'c'];
+        let out = in_turn(&mut items, &[3, 3, 1], |item, i| {
+            log.borrow_mut().push(format!("{item}{i}"));
+            if *item == 'a' && i == 1 {
+                anyhow::bail!("a fails at 1");
+            }
+            Ok(())
+        });
+        assert_eq!(log.into_inner(), ["a0", "b0", "c0", "b1", "a1", "b2"]);
+        let steps: Vec<usize> = out.iter().map(|t| t.nanos.len()).collect();
+        assert_eq!(steps, [1, 3, 1]);
+        let errors: Vec<String> = out
+            .iter()
+            .map(|t| t.error.as_ref().map(|e| e.to_string()).unwrap_or_default())
+            .collect();
+        assert_eq!(errors, ["a fails at 1", "", ""]);
+    }
 
     #[test]
     fn thousands_separators() {
