@@ -79,8 +79,8 @@ pub fn idle_memory(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &P
     }
 }
 
-/// Run scenarios 6-8 on one netd topology, after [`idle_memory`] and [`endpoints`]. Errors are recorded per measurement; the phase
-/// goes on where it can.
+/// Run scenarios 6-8 on one netd topology, after [`idle_memory`] and [`endpoints`].
+/// Errors are recorded per measurement; the phase goes on where it can.
 pub fn run(topo: &mut Topology, rec: &mut Recorder, round: u32, opts: &PhaseOpts) {
     let mut cx = Ctx {
         topo,
