@@ -82,16 +82,7 @@ fn blast(target: SocketAddr, duration: Duration) -> Result<(u64, f64)> {
             iov_len: PAYLOAD,
         })
         .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    let mut msgs = headers(&mut iov);
     let (mut sent, mut errors) = (0u64, 0u64);
     let start = Instant::now();
     while start.elapsed() < duration {
@@ -114,6 +105,20 @@ fn blast(target: SocketAddr, duration: Duration) -> Result<(u64, f64)> {
     Ok((sent, start.elapsed().as_secs_f64()))
 }
 
+/// One sendmmsg/recvmmsg header per buffer of `iov`, pointing at it; valid as long as
+/// `iov` and its buffers do not move.
+fn headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 fn receive(s: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
     let mut bufs = vec![[0u8; 64]; BATCH];
     let mut iov: Vec<libc::iovec> = bufs
@@ -123,16 +128,7 @@ fn receive(s: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
             iov_len: b.len(),
         })
         .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: as in `blast`.
-            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    let mut msgs = headers(&mut iov);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: msgs/iov/bufs stay alive and unmoved for the call; the socket's read
         // timeout (SO_RCVTIMEO) bounds the wait, so the stop flag is seen.
