@@ -29,31 +29,42 @@ pub struct NatEntry {
     pub _pad: [u8; 2],
     /// Publication of the flow (0: none), so a restored conntrack entry keeps counting.
     pub pub_id: u32,
-    /// Where this direction's packets leave when a container sends them straight to the
-    /// uplink: the datapath's cache of `bpf_fib_lookup`, zero until first filled.
+    /// Where this direction's packets go when netd forwards them itself, zero until
+    /// first filled: for a container's packets the uplink's next hop (the datapath's
+    /// cache of `bpf_fib_lookup`), for the wan's the container's veth and MACs.
     pub hop: NextHop,
 }
 assert_size!(NatEntry, 56);
 
-/// A route's next hop as `bpf_fib_lookup` resolved it, kept with the flow that uses it:
-/// the lookup costs about 290 ns a packet (BPF_PROG_TEST_RUN), a third of what a
-/// container's established packet costs on its veth, and its answer rarely changes.
+/// Where netd sends a flow's packets, kept with the flow: out of the uplink as
+/// `bpf_fib_lookup` resolved it (about 290 ns a packet, a third of what a container's
+/// established packet costs on its veth, BPF_PROG_TEST_RUN), or into a container as its
+/// endpoint and network entries say (two lookups, about 75 ns of the 570 an established
+/// packet costs on the uplink). Either answer rarely changes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
-    /// Destination MAC: the neighbour's.
+    /// Destination MAC: the neighbour's, or the container's.
     pub dmac: [u8; 6],
-    /// Source MAC: the outgoing interface's.
+    /// Source MAC: the outgoing interface's, or the container's bridge's.
     pub smac: [u8; 6],
-    /// Outgoing interface.
+    /// Outgoing interface: the uplink, or the container's veth (its host end).
     pub ifindex: u32,
-    /// The largest IP packet (or GSO segment) the route's MTU was checked for.
+    /// The largest IP packet (or GSO segment) the route's MTU was checked for, or the
+    /// container network's MTU.
     pub max_len: u16,
-    pub _pad: [u8; 2],
+    /// `HOP_*`: where the hop leads.
+    pub kind: u8,
+    pub _pad: u8,
     /// When it was looked up, in units of 2^20 ns (about a millisecond), wrapping.
     pub looked_up: u32,
 }
 assert_size!(NextHop, 24);
+
+/// [`NextHop::kind`]: out of the uplink (zero, as in entries older than the kind).
+pub const HOP_UPLINK: u8 = 0;
+/// [`NextHop::kind`]: into a container.
+pub const HOP_ENDPOINT: u8 = 1;
 
 /// How long a cached next hop is trusted, in the units of [`NextHop::looked_up`]: a
 /// route or neighbour change reaches an established flow within about a second.
@@ -68,9 +79,19 @@ impl NextHop {
     /// Whether this next hop may carry an IP packet (or GSO segment) of `len` bytes out
     /// of `uplink` at time `now` (a [`NextHop::stamp`]).
     pub const fn usable(&self, uplink: u32, len: u32, now: u32) -> bool {
-        self.ifindex != 0
+        self.kind == HOP_UPLINK
+            && self.ifindex != 0
             && self.ifindex == uplink
             && len <= self.max_len as u32
+            && now.wrapping_sub(self.looked_up) < NEXT_HOP_TTL
+    }
+
+    /// Whether this hop into a container may take an IP packet of `len` bytes (any
+    /// size when `gso`: the container's stack takes a GSO packet whole) at time `now`.
+    pub const fn usable_to_endpoint(&self, len: u32, gso: bool, now: u32) -> bool {
+        self.kind == HOP_ENDPOINT
+            && self.ifindex != 0
+            && (gso || len <= self.max_len as u32)
             && now.wrapping_sub(self.looked_up) < NEXT_HOP_TTL
     }
 }
@@ -137,7 +158,8 @@ mod tests {
             smac: [2, 0, 0, 0, 0, 2],
             ifindex: UPLINK,
             max_len: 1500,
-            _pad: [0; 2],
+            kind: HOP_UPLINK,
+            _pad: 0,
             looked_up,
         }
     }
@@ -154,6 +176,39 @@ mod tests {
         assert!(!h.usable(UPLINK, 60, 100 + NEXT_HOP_TTL), "expired");
         assert!(!h.usable(UPLINK + 1, 60, 100), "the uplink changed");
         assert!(!NextHop::default().usable(0, 0, 0), "never looked up");
+        let into = NextHop {
+            kind: HOP_ENDPOINT,
+            ..h
+        };
+        assert!(!into.usable(UPLINK, 60, 100), "a hop into a container");
+    }
+
+    #[test]
+    fn a_hop_into_a_container_takes_gso_packets_of_any_size_until_it_expires() {
+        let h = NextHop {
+            ifindex: 9,
+            kind: HOP_ENDPOINT,
+            ..hop(100)
+        };
+        assert!(h.usable_to_endpoint(1500, false, 100));
+        assert!(h.usable_to_endpoint(60, false, 100 + NEXT_HOP_TTL - 1));
+        assert!(
+            !h.usable_to_endpoint(1501, false, 100),
+            "larger than the MTU"
+        );
+        assert!(h.usable_to_endpoint(65_000, true, 100), "a GSO packet");
+        assert!(
+            !h.usable_to_endpoint(60, false, 100 + NEXT_HOP_TTL),
+            "expired"
+        );
+        assert!(
+            !hop(100).usable_to_endpoint(60, false, 100),
+            "a hop out of the uplink"
+        );
+        assert!(
+            !NextHop::default().usable_to_endpoint(0, true, 0),
+            "never looked up"
+        );
     }
 
     #[test]

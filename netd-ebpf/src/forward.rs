@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use netd_common::{
     conntrack::FlowKey,
-    nat::{NatEntry, NextHop, UPLINK_F_PEER},
+    nat::{HOP_ENDPOINT, HOP_UPLINK, NatEntry, NextHop, UPLINK_F_PEER},
     stats::DropReason,
 };
 
@@ -19,7 +19,7 @@ use crate::{
     conntrack, csum,
     maps::{NETD_EP_BY_IP, NETD_NETWORKS},
     nat,
-    parse::{ETH_HLEN, Ip4},
+    parse::Ip4,
     verdict::{Dir, count},
 };
 
@@ -46,32 +46,64 @@ pub fn to_endpoint(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropRe
 /// destination `dst_be` is a container goes straight into the container's namespace
 /// (`bpf_redirect_peer`, kernel 5.10), skipping the host's routing, the bridge and the
 /// veth's egress program (whose counting is done here; its checks cannot refuse a
-/// translated flow). `None` leaves the packet to the host stack: no such container, or a
-/// packet larger than the network's MTU, which the host has to fragment or refuse.
+/// translated flow). `flow` is the packet's NAT key and entry when it has one: the
+/// container's veth and MACs are kept there for about a second ([`NatEntry::hop`]), so a
+/// container whose veth was recreated is reached again within that second. (Removing
+/// an endpoint flushes its flows, and with them what was kept.) `None` leaves the packet to the host stack: no such container, or a packet larger
+/// than the network's MTU, which the host has to fragment or refuse.
 #[inline(always)]
 pub fn fast_to_container(
     ctx: &TcContext,
     ip: &Ip4,
     dst_be: u32,
+    flow: Option<(&FlowKey, &NatEntry)>,
 ) -> Result<Option<i32>, DropReason> {
-    // SAFETY: values are copied out at once.
-    let Some(ep) = (unsafe { NETD_EP_BY_IP.get(dst_be) }).copied() else {
+    if ip.ttl <= 1 {
         return Ok(None);
-    };
-    let Some(net) = (unsafe { NETD_NETWORKS.get(ep.network_id) }).copied() else {
-        return Ok(None);
-    };
+    }
     // SAFETY: the kernel hands TC programs a valid __sk_buff.
-    let gso = unsafe { (*ctx.skb.skb).gso_size };
-    let len = ctx.len();
-    if gso == 0 && len as usize > usize::from(net.mtu) + ETH_HLEN || ip.ttl <= 1 {
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let len = u32::from(ip.tot_len);
+    let now = NextHop::stamp(conntrack::now());
+    let hop = match flow {
+        Some((_, e)) if e.hop.usable_to_endpoint(len, gso, now) => e.hop,
+        _ => {
+            let Some(hop) = endpoint_hop(dst_be, now) else {
+                return Ok(None);
+            };
+            if let Some((key, _)) = flow {
+                nat::remember_hop(key, &hop);
+            }
+            hop
+        }
+    };
+    if !gso && len > u32::from(hop.max_len) {
         return Ok(None);
     }
     csum::dec_ttl(ctx, ip)?;
-    csum::set_macs(ctx, &ep.mac, &net.bridge_mac)?;
-    count(ep.host_ifindex, u64::from(len), Dir::Tx);
+    csum::set_macs(ctx, &hop.dmac, &hop.smac)?;
+    count(hop.ifindex, u64::from(ctx.len()), Dir::Tx);
     // SAFETY: a helper taking plain integers.
-    Ok(Some(unsafe { bpf_redirect_peer(ep.host_ifindex, 0) } as i32))
+    Ok(Some(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as i32))
+}
+
+/// The way into the container that owns `dst_be`, from its endpoint and network
+/// entries, stamped `now`.
+#[inline(always)]
+fn endpoint_hop(dst_be: u32, now: u32) -> Option<NextHop> {
+    // SAFETY: values are copied out at once.
+    let ep = unsafe { NETD_EP_BY_IP.get(dst_be) }.copied()?;
+    // SAFETY: as above.
+    let net = unsafe { NETD_NETWORKS.get(ep.network_id) }.copied()?;
+    Some(NextHop {
+        dmac: ep.mac,
+        smac: net.bridge_mac,
+        ifindex: ep.host_ifindex,
+        max_len: net.mtu,
+        kind: HOP_ENDPOINT,
+        _pad: 0,
+        looked_up: now,
+    })
 }
 
 /// The fast path to the uplink: a packet of a known translated flow (its NAT entry `e`,
@@ -216,7 +248,8 @@ fn fib_lookup(
             smac: p.smac,
             ifindex: p.ifindex,
             max_len: len,
-            _pad: [0; 2],
+            kind: HOP_UPLINK,
+            _pad: 0,
             looked_up: now,
         }));
     }

@@ -71,6 +71,7 @@ pub fn remember_hop(key: &FlowKey, hop: &NextHop) {
             write_volatile(&raw mut (*h).smac, hop.smac);
             write_volatile(&raw mut (*h).ifindex, hop.ifindex);
             write_volatile(&raw mut (*h).max_len, hop.max_len);
+            write_volatile(&raw mut (*h).kind, hop.kind);
             write_volatile(&raw mut (*h).looked_up, hop.looked_up);
         }
     }

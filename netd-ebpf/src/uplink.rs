@@ -5,6 +5,7 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     conntrack::{FlowKey, IPPROTO_TCP, tcp_opens},
     endpoint::{NET_F_INTERNAL, NET_F_MASQUERADE},
+    nat::NatEntry,
     stats::DropReason,
 };
 
@@ -30,29 +31,56 @@ fn guard_containers(ip: &Ip4, reason: DropReason) -> Result<i32, DropReason> {
     Ok(PASS)
 }
 
-/// Translates a packet of a known flow. `Ok(Some(dst))` when it was one, with its
-/// destination after translation.
+/// A packet of a known flow, translated.
+struct Known {
+    /// Its destination after translation.
+    dst_be: u32,
+    /// Its NAT entry (keyed by the packet's tuple), if the flow is translated.
+    nat: Option<NatEntry>,
+}
+
+/// Translates a packet of a known flow. `Ok(Some(_))` when it was one.
 #[inline(always)]
-fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<u32>, DropReason> {
+fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<Known>, DropReason> {
+    let translated = |e: NatEntry| {
+        Some(Known {
+            dst_be: e.rewrite.daddr_be,
+            nat: Some(e),
+        })
+    };
     if let Some(e) = nat::lookup(key) {
         nat::apply(ctx, ip, key, &e)?;
-        return Ok(Some(e.rewrite.daddr_be));
+        return Ok(translated(e));
     }
     match conntrack::find(key, ip, ctx.len())? {
         Tracked::No => Ok(None),
-        Tracked::Untranslated => Ok(Some(key.daddr_be)),
-        Tracked::Lost { translated, pub_id } => {
-            let e = nat::create_fixed(key, &translated, 0, pub_id, false)?;
+        Tracked::Untranslated => Ok(Some(Known {
+            dst_be: key.daddr_be,
+            nat: None,
+        })),
+        Tracked::Lost {
+            translated: to,
+            pub_id,
+        } => {
+            let e = nat::create_fixed(key, &to, 0, pub_id, false)?;
             nat::apply(ctx, ip, key, &e)?;
-            Ok(Some(e.rewrite.daddr_be))
+            Ok(translated(e))
         }
     }
 }
 
-/// Delivers a packet of a known flow: straight into its container when possible.
+/// Delivers a packet of a known flow (`key`, translated by `nat` if any) to `dst_be`:
+/// straight into its container when possible.
 #[inline(always)]
-fn deliver(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropReason> {
-    Ok(forward::fast_to_container(ctx, ip, dst_be)?.unwrap_or(PASS))
+fn deliver(
+    ctx: &TcContext,
+    ip: &Ip4,
+    key: &FlowKey,
+    dst_be: u32,
+    nat: Option<&NatEntry>,
+) -> Result<i32, DropReason> {
+    let flow = nat.map(|e| (key, e));
+    Ok(forward::fast_to_container(ctx, ip, dst_be, flow)?.unwrap_or(PASS))
 }
 
 /// What the wan sends.
@@ -72,8 +100,8 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
         return guard_containers(&ip, DropReason::FragUnknown);
     }
     let key = ip.key();
-    if let Some(dst) = known_flow(ctx, &ip, &key)? {
-        return deliver(ctx, &ip, dst);
+    if let Some(k) = known_flow(ctx, &ip, &key)? {
+        return deliver(ctx, &ip, &key, k.dst_be, k.nat.as_ref());
     }
     if ip.kind == L4Kind::Ports
         && let Some(t) = ports::lookup(ip.proto, ip.daddr_be, ip.dport_be)
@@ -89,7 +117,7 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
         let opens = ip.proto != IPPROTO_TCP || tcp_opens(ip.tcp_flags);
         let e = nat::create_fixed(&key, &translated, 0, t.pub_id, opens)?;
         nat::apply(ctx, &ip, &key, &e)?;
-        return deliver(ctx, &ip, e.rewrite.daddr_be);
+        return deliver(ctx, &ip, &key, e.rewrite.daddr_be, Some(&e));
     }
     guard_containers(&ip, DropReason::WanToContainer)
 }

@@ -9,7 +9,7 @@ use super::{
     },
     packet::{self, ACK, ICMP, Ip, SYN, TCP, UDP, parse, quoted},
 };
-use netd_common::nat::NEXT_HOP_TTL;
+use netd_common::nat::{HOP_ENDPOINT, NEXT_HOP_TTL};
 
 use crate::{dataplane::Dataplane as _, model::PortRange};
 
@@ -390,6 +390,99 @@ fn later_fragments_follow_the_first_ones_translation() {
             "a later fragment without its first cannot be translated"
         );
         assert_eq!(lab.drops("frag_unknown"), before + 1);
+    });
+}
+
+#[test]
+fn known_flows_from_the_wan_go_straight_into_the_container() {
+    with_lab("fast-in", |lab| {
+        let h2 = lab.c2.veth.index;
+        let mtu = u16::try_from(lab.network("b").mtu).unwrap();
+        let syn = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(5556, 8080, SYN, b""));
+        let (rc, f) = lab.up_in(&on_uplink(&syn));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let p = parse(&f);
+        assert_eq!(
+            (p.dst, p.dport, p.dst_mac, p.src_mac, p.ttl),
+            (lab.c2.ip, 80, lab.c2.mac, lab.bridge_b_mac, 63)
+        );
+
+        // The way in is kept with the flow: a marker MAC written into the cache comes
+        // out on the next packet, until the cache expires and the maps answer again.
+        let orig = ((WAN, 5556), (UPLINK_IP, 8080));
+        let cached = lab.nat(orig.0, orig.1, TCP).hop;
+        assert_eq!(
+            (
+                cached.kind,
+                cached.dmac,
+                cached.smac,
+                cached.ifindex,
+                cached.max_len
+            ),
+            (HOP_ENDPOINT, lab.c2.mac, lab.bridge_b_mac, h2, mtu),
+            "the container's veth and MACs are kept in the flow's NAT entry"
+        );
+        let marker = [0x02, 0xee, 0, 0, 0, 7];
+        let mut e = lab.nat(orig.0, orig.1, TCP);
+        e.hop.dmac = marker;
+        lab.set_nat(orig.0, orig.1, TCP, e);
+        let ack = on_uplink(&Ip::new(
+            WAN,
+            UPLINK_IP,
+            TCP,
+            packet::tcp(5556, 8080, ACK, b""),
+        ));
+        let (rc, f) = lab.up_in(&ack);
+        assert_eq!(
+            (rc, parse(&f).dst_mac),
+            (TC_ACT_REDIRECT, marker),
+            "from the cache"
+        );
+        e.hop.looked_up = e.hop.looked_up.wrapping_sub(NEXT_HOP_TTL);
+        lab.set_nat(orig.0, orig.1, TCP, e);
+        let (rc, f) = lab.up_in(&ack);
+        assert_eq!(
+            (rc, parse(&f).dst_mac),
+            (TC_ACT_REDIRECT, lab.c2.mac),
+            "expired: looked up again"
+        );
+        let refreshed = lab.nat(orig.0, orig.1, TCP).hop;
+        assert_eq!(refreshed.dmac, lab.c2.mac);
+        assert_ne!(refreshed.looked_up, e.hop.looked_up, "stamped anew");
+        // A packet larger than the MTU kept is checked against the network's again.
+        e.hop = refreshed;
+        e.hop.dmac = marker;
+        e.hop.max_len = 39; // the ACK is 40 bytes
+        lab.set_nat(orig.0, orig.1, TCP, e);
+        let (rc, f) = lab.up_in(&ack);
+        assert_eq!(
+            (rc, parse(&f).dst_mac),
+            (TC_ACT_REDIRECT, lab.c2.mac),
+            "re-checked for a larger packet"
+        );
+
+        // A masqueraded flow's replies take the same way in, through their own entry.
+        let c1 = lab.c1.ip;
+        let out = Ip::new(c1, WAN, UDP, packet::udp(5300, 53, b"q"));
+        let (_, f) = lab.run(
+            Hook::VethIngress,
+            lab.c1.veth.index,
+            &from_container(&lab.c1, &out),
+        );
+        let (_, f) = lab.up_out(&f);
+        let sport = parse(&f).sport;
+        let reply = Ip::new(WAN, UPLINK_IP, UDP, packet::udp(53, sport, b"a"));
+        let (rc, f) = lab.up_in(&on_uplink(&reply));
+        let p = parse(&f);
+        assert_eq!(
+            (rc, p.dst, p.dport, p.dst_mac),
+            (TC_ACT_REDIRECT, c1, 5300, lab.c1.mac)
+        );
+        let hop = lab.nat((WAN, 53), (UPLINK_IP, sport), UDP).hop;
+        assert_eq!(
+            (hop.kind, hop.ifindex, hop.dmac),
+            (HOP_ENDPOINT, lab.c1.veth.index, lab.c1.mac)
+        );
     });
 }
 
