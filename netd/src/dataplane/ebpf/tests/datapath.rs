@@ -1,6 +1,8 @@
 //! Tier-2 datapath tests: crafted frames through the loaded programs
 //! (BPF_PROG_TEST_RUN), asserting the rewritten bytes and recomputed checksums.
 
+use std::net::Ipv4Addr;
+
 use super::{
     harness::{TestBpffs, in_netns},
     lab::{
@@ -393,6 +395,52 @@ fn later_fragments_follow_the_first_ones_translation() {
     });
 }
 
+/// Checks the way kept in the NAT entry of the TCP flow `src -> dst` with `ack`, a
+/// 40-byte packet of it sent through `hook` on `ifindex`: a marker MAC written into the
+/// kept hop comes out on the next packet; an expired hop is looked up again (its
+/// destination MAC is `fresh_dmac`) and stamped anew; a hop kept for smaller packets is
+/// looked up again for this one.
+fn check_kept_hop(
+    lab: &mut Lab,
+    (src, dst): ((Ipv4Addr, u16), (Ipv4Addr, u16)),
+    hook: Hook,
+    ifindex: u32,
+    ack: &[u8],
+    fresh_dmac: [u8; 6],
+) {
+    let marker = [0x02, 0xee, 0, 0, 0, 7];
+    let mut e = lab.nat(src, dst, TCP);
+    e.hop.dmac = marker;
+    lab.set_nat(src, dst, TCP, e);
+    let (rc, f) = lab.run(hook, ifindex, ack);
+    assert_eq!(
+        (rc, parse(&f).dst_mac),
+        (TC_ACT_REDIRECT, marker),
+        "from the cache"
+    );
+    e.hop.looked_up = e.hop.looked_up.wrapping_sub(NEXT_HOP_TTL);
+    lab.set_nat(src, dst, TCP, e);
+    let (rc, f) = lab.run(hook, ifindex, ack);
+    assert_eq!(
+        (rc, parse(&f).dst_mac),
+        (TC_ACT_REDIRECT, fresh_dmac),
+        "expired: looked up again"
+    );
+    let refreshed = lab.nat(src, dst, TCP).hop;
+    assert_eq!(refreshed.dmac, fresh_dmac);
+    assert_ne!(refreshed.looked_up, e.hop.looked_up, "stamped anew");
+    e.hop = refreshed;
+    e.hop.dmac = marker;
+    e.hop.max_len = 39; // the ACK is 40 bytes
+    lab.set_nat(src, dst, TCP, e);
+    let (rc, f) = lab.run(hook, ifindex, ack);
+    assert_eq!(
+        (rc, parse(&f).dst_mac),
+        (TC_ACT_REDIRECT, fresh_dmac),
+        "re-checked for a larger packet"
+    );
+}
+
 #[test]
 fn known_flows_from_the_wan_go_straight_into_the_container() {
     with_lab("fast-in", |lab| {
@@ -422,44 +470,14 @@ fn known_flows_from_the_wan_go_straight_into_the_container() {
             (HOP_ENDPOINT, lab.c2.mac, lab.bridge_b_mac, h2, mtu),
             "the container's veth and MACs are kept in the flow's NAT entry"
         );
-        let marker = [0x02, 0xee, 0, 0, 0, 7];
-        let mut e = lab.nat(orig.0, orig.1, TCP);
-        e.hop.dmac = marker;
-        lab.set_nat(orig.0, orig.1, TCP, e);
         let ack = on_uplink(&Ip::new(
             WAN,
             UPLINK_IP,
             TCP,
             packet::tcp(5556, 8080, ACK, b""),
         ));
-        let (rc, f) = lab.up_in(&ack);
-        assert_eq!(
-            (rc, parse(&f).dst_mac),
-            (TC_ACT_REDIRECT, marker),
-            "from the cache"
-        );
-        e.hop.looked_up = e.hop.looked_up.wrapping_sub(NEXT_HOP_TTL);
-        lab.set_nat(orig.0, orig.1, TCP, e);
-        let (rc, f) = lab.up_in(&ack);
-        assert_eq!(
-            (rc, parse(&f).dst_mac),
-            (TC_ACT_REDIRECT, lab.c2.mac),
-            "expired: looked up again"
-        );
-        let refreshed = lab.nat(orig.0, orig.1, TCP).hop;
-        assert_eq!(refreshed.dmac, lab.c2.mac);
-        assert_ne!(refreshed.looked_up, e.hop.looked_up, "stamped anew");
-        // A packet larger than the MTU kept is checked against the network's again.
-        e.hop = refreshed;
-        e.hop.dmac = marker;
-        e.hop.max_len = 39; // the ACK is 40 bytes
-        lab.set_nat(orig.0, orig.1, TCP, e);
-        let (rc, f) = lab.up_in(&ack);
-        assert_eq!(
-            (rc, parse(&f).dst_mac),
-            (TC_ACT_REDIRECT, lab.c2.mac),
-            "re-checked for a larger packet"
-        );
+        let uplink = lab.uplink.index;
+        check_kept_hop(lab, orig, Hook::UplinkIngress, uplink, &ack, lab.c2.mac);
 
         // A masqueraded flow's replies take the same way in, through their own entry.
         let c1 = lab.c1.ip;
@@ -518,42 +536,11 @@ fn known_flows_from_containers_go_straight_to_the_uplink() {
             (super::lab::WAN_MAC, up_mac, lab.uplink.index),
             "the lookup's answer is kept in the reply's NAT entry"
         );
-        let marker = [0x02, 0xee, 0, 0, 0, 9];
-        let mut e = lab.nat(reply.0, reply.1, TCP);
-        e.hop.dmac = marker;
-        lab.set_nat(reply.0, reply.1, TCP, e);
         let ack = from_container(
             &lab.c2,
             &Ip::new(c2, WAN, TCP, packet::tcp(80, 5556, ACK, b"")),
         );
-        let (rc, f) = lab.run(Hook::VethIngress, h2, &ack);
-        assert_eq!(
-            (rc, parse(&f).dst_mac),
-            (TC_ACT_REDIRECT, marker),
-            "from the cache"
-        );
-        e.hop.looked_up = e.hop.looked_up.wrapping_sub(NEXT_HOP_TTL);
-        lab.set_nat(reply.0, reply.1, TCP, e);
-        let (rc, f) = lab.run(Hook::VethIngress, h2, &ack);
-        assert_eq!(
-            (rc, parse(&f).dst_mac),
-            (TC_ACT_REDIRECT, super::lab::WAN_MAC),
-            "expired: looked up again"
-        );
-        let refreshed = lab.nat(reply.0, reply.1, TCP).hop;
-        assert_eq!(refreshed.dmac, super::lab::WAN_MAC);
-        assert_ne!(refreshed.looked_up, e.hop.looked_up, "stamped anew");
-        // A segment larger than the size the route's MTU was checked for is checked again.
-        e.hop = refreshed;
-        e.hop.dmac = marker;
-        e.hop.max_len = 39; // the ACK is 40 bytes
-        lab.set_nat(reply.0, reply.1, TCP, e);
-        let (_, f) = lab.run(Hook::VethIngress, h2, &ack);
-        assert_eq!(
-            parse(&f).dst_mac,
-            super::lab::WAN_MAC,
-            "re-checked for a larger packet"
-        );
+        check_kept_hop(lab, reply, Hook::VethIngress, h2, &ack, super::lab::WAN_MAC);
 
         // A masqueraded flow: its first packet takes the host stack (the uplink creates
         // the mapping), later ones leave from the veth.
