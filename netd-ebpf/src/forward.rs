@@ -49,8 +49,9 @@ pub fn to_endpoint(ctx: &TcContext, ip: &Ip4, dst_be: u32) -> Result<i32, DropRe
 /// translated flow). `flow` is the packet's NAT key and entry when it has one: the
 /// container's veth and MACs are kept there for about a second ([`NatEntry::hop`]), so a
 /// container whose veth was recreated is reached again within that second. (Removing
-/// an endpoint flushes its flows, and with them what was kept.) `None` leaves the packet to the host stack: no such container, or a packet larger
-/// than the network's MTU, which the host has to fragment or refuse.
+/// an endpoint flushes its flows, and with them what was kept.) `None` leaves the
+/// packet to the host stack: no such container, or a packet larger than the network's
+/// MTU, which the host has to fragment or refuse.
 #[inline(always)]
 pub fn fast_to_container(
     ctx: &TcContext,

@@ -42,7 +42,7 @@ struct Known {
 /// Translates a packet of a known flow. `Ok(Some(_))` when it was one.
 #[inline(always)]
 fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<Known>, DropReason> {
-    let translated = |e: NatEntry| {
+    let through = |e: NatEntry| {
         Some(Known {
             dst_be: e.rewrite.daddr_be,
             nat: Some(e),
@@ -50,7 +50,7 @@ fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<Known>,
     };
     if let Some(e) = nat::lookup(key) {
         nat::apply(ctx, ip, key, &e)?;
-        return Ok(translated(e));
+        return Ok(through(e));
     }
     match conntrack::find(key, ip, ctx.len())? {
         Tracked::No => Ok(None),
@@ -58,13 +58,10 @@ fn known_flow(ctx: &TcContext, ip: &Ip4, key: &FlowKey) -> Result<Option<Known>,
             dst_be: key.daddr_be,
             nat: None,
         })),
-        Tracked::Lost {
-            translated: to,
-            pub_id,
-        } => {
-            let e = nat::create_fixed(key, &to, 0, pub_id, false)?;
+        Tracked::Lost { translated, pub_id } => {
+            let e = nat::create_fixed(key, &translated, 0, pub_id, false)?;
             nat::apply(ctx, ip, key, &e)?;
-            Ok(translated(e))
+            Ok(through(e))
         }
     }
 }
