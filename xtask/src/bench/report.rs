@@ -153,7 +153,7 @@ fn header(md: &mut String, info: &RunInfo) {
     let variants: Vec<&str> = info.variants.iter().map(|v| v.name()).collect();
     let _ = writeln!(
         md,
-        "- {} round(s), variants interleaved per measurement in the order {}; {} s per traffic measurement; bulk TCP with {} congestion control",
+        "- {} round(s), variants interleaved per measurement in the order {} in round 1, rotated by one each round after; {} s per traffic measurement; bulk TCP with {} congestion control",
         info.rounds,
         variants.join(", "),
         info.duration_secs,
