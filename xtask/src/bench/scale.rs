@@ -22,9 +22,9 @@ use super::{
 /// Extra (unused) host ports start here; each is published alone.
 const EXTRA_BASE: u16 = 10_000;
 /// Ports used to time single publishes.
-const PROBE_BASE: u16 = 31_000;
+const PROBE_BASE: u16 = 20_000;
 /// The 1,000-port range.
-const RANGE: (u16, u16) = (38_000, 38_999);
+const RANGE: (u16, u16) = (21_000, 21_999);
 /// The largest scale level the port plan leaves room for (extras end below PROBE_BASE).
 pub const MAX_LEVEL: u32 = (PROBE_BASE - EXTRA_BASE) as u32;
 
