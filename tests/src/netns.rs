@@ -97,6 +97,13 @@ impl NetnsGuard {
     /// A new namespace called exactly `name`; fails if it exists. Loopback is brought up.
     pub fn with_name(name: &str) -> anyhow::Result<Self> {
         crate::sweep_stale();
+        Self::create(name)
+    }
+
+    /// Like [`NetnsGuard::with_name`], but without first sweeping what killed test
+    /// processes left behind: for a caller with names of its own (the benchmark's
+    /// `nbx<pid>-...`) that sweeps its own leftovers and must leave the harness's alone.
+    pub fn create(name: &str) -> anyhow::Result<Self> {
         ip(&["netns", "add", name]).with_context(|| format!("creating namespace {name}"))?;
         let guard = NetnsGuard {
             name: name.to_string(),
@@ -119,10 +126,7 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        if !netns_path(&self.name).exists() {
-            return;
-        }
-        if let Err(e) = ip(&["netns", "delete", self.name.as_str()]) {
+        if let Err(e) = delete_netns(&self.name) {
             eprintln!(
                 "netd-tests: could not delete namespace {}: {e:#}",
                 self.name
@@ -131,9 +135,20 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// Delete the named namespace `name` if it exists. A namespace that is already gone is
+/// no error, so guards and the cleanup of objects that netd may have removed itself
+/// (endpoint namespaces) can call this unconditionally.
+pub fn delete_netns(name: &str) -> anyhow::Result<()> {
+    if netns_path(name).exists() {
+        ip(&["netns", "delete", name])?;
+    }
+    Ok(())
+}
+
 /// Run `f` on a new thread that has entered the network namespace at `path`, and return
 /// its result. Only that thread changes namespace, and it ends with `f`, so no other code
-/// ever runs in the wrong namespace.
+/// ever runs in the wrong namespace. A socket that `f` creates stays in that namespace
+/// whatever thread uses it later, so a server can be bound here and served elsewhere.
 pub fn in_netns<T, F>(path: &Path, f: F) -> anyhow::Result<T>
 where
     T: Send + 'static,
@@ -157,12 +172,16 @@ where
 {
     let file = File::open(path).with_context(|| format!("opening namespace {}", path.display()))?;
     let shown = path.display().to_string();
-    Ok(thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET)
-            .with_context(|| format!("entering namespace {shown}"))?;
-        drop(file);
-        Ok(f())
-    }))
+    // Builder rather than thread::spawn, which panics when no thread can be created: a
+    // caller that records failures and goes on (the benchmark) gets an error instead.
+    thread::Builder::new()
+        .spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering namespace {shown}"))?;
+            drop(file);
+            Ok(f())
+        })
+        .with_context(|| format!("spawning a thread to run in {}", path.display()))
 }
 
 #[cfg(test)]
