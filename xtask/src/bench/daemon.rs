@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use netd_tests::netns::{delete_netns, netns_path};
 use nix::{
     mount::{MntFlags, umount2},
     sys::signal::{Signal, kill},
@@ -16,7 +17,7 @@ use nix::{
 };
 use serde_json::{Value, json};
 
-use super::{api::ApiClient, netns, sample::Variant};
+use super::{api::ApiClient, sample::Variant};
 
 /// A running daemon and everything it was given.
 pub struct Netd {
@@ -114,7 +115,7 @@ impl Netd {
         let path = reply["netns"]["path"]
             .as_str()
             .map(PathBuf::from)
-            .unwrap_or_else(|| netns::netns_path(name));
+            .unwrap_or_else(|| netns_path(name));
         Ok(path)
     }
 
@@ -208,7 +209,7 @@ impl Drop for Netd {
             .stderr(Stdio::null())
             .status();
         for name in &self.endpoints {
-            netns::delete_netns(name);
+            let _ = delete_netns(name);
         }
         unmount_below(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use netd_tests::netns::netns_path;
 use serde_json::Value;
 
 use super::netns;
@@ -28,8 +29,7 @@ impl IperfServer {
             .spawn()
             .context("starting iperf3; install it with `apt-get install iperf3` (cargo xtask setup does)")?;
         let mut server = IperfServer { child };
-        if let Err(e) =
-            netns::wait_tcp_listen(&netns::netns_path(ns_name), port, Duration::from_secs(10))
+        if let Err(e) = netns::wait_tcp_listen(&netns_path(ns_name), port, Duration::from_secs(10))
         {
             if let Ok(Some(status)) = server.child.try_wait() {
                 bail!("iperf3 -s in {ns_name} exited with {status}; is iperf3 installed?");

@@ -1,72 +1,28 @@
-//! Network namespaces for the benchmark: named ones under /run/netns (so that netd, `ip
-//! netns exec` and iperf3 can use them), threads that enter them, and per-namespace
-//! sysctls. The root namespace is never touched: every write happens from a thread that
-//! has entered the benchmark's own namespace.
+//! Benchmark-only helpers for network namespaces: per-namespace sysctls, waiting for a
+//! listener, veth pairs, and the sweep of namespaces that killed runs left behind. The
+//! namespaces themselves are the test harness's guards ([`netd_tests::NetnsGuard`]), and
+//! code runs inside them through [`netd_tests::in_netns`]. The root namespace is never
+//! touched: every write happens from a thread that has entered the benchmark's own
+//! namespace.
 
 use std::{
     fs,
     net::Ipv4Addr,
-    os::fd::AsFd,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use nix::sched::{CloneFlags, setns};
+use anyhow::{Context as _, Result, bail};
+use netd_tests::{
+    in_netns,
+    netns::{delete_netns, list_netns},
+};
 
 /// Prefix of every namespace the benchmark creates; followed by the pid of the xtask
 /// process, so a later run can tell stale namespaces of a killed run from live ones.
 pub const PREFIX: &str = "nbx";
-
-/// A named network namespace (/run/netns/NAME) that is deleted on drop.
-#[derive(Debug)]
-pub struct NamedNetns {
-    name: String,
-}
-
-impl NamedNetns {
-    /// Create `/run/netns/NAME` with lo up.
-    pub fn create(name: &str) -> Result<Self> {
-        ip(&["netns", "add", name])
-            .with_context(|| format!("creating network namespace {name}"))?;
-        let ns = NamedNetns {
-            name: name.to_string(),
-        };
-        ip(&["-n", name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn path(&self) -> PathBuf {
-        netns_path(&self.name)
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        delete_netns(&self.name);
-    }
-}
-
-/// `/run/netns/NAME`.
-pub fn netns_path(name: &str) -> PathBuf {
-    PathBuf::from("/run/netns").join(name)
-}
-
-/// Delete a named namespace if it exists; never fails (used in Drop and cleanup).
-pub fn delete_netns(name: &str) {
-    if netns_path(name).exists() {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// Run `ip ARGS`, turning a failure into an error that carries ip's message.
 pub fn ip(args: &[&str]) -> Result<()> {
@@ -85,18 +41,15 @@ pub fn ip(args: &[&str]) -> Result<()> {
 }
 
 /// Remove namespaces left behind by benchmark runs that were killed: their names carry
-/// the pid of a process that no longer exists.
+/// the pid of a process that no longer exists. Kept apart from the test harness's sweep,
+/// which knows only its own names (`nt<pid>x<n>`), so that neither removes the other's.
 pub fn remove_stale() {
-    let Ok(dir) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in list_netns() {
         if let Some(pid) = owner_pid(&name)
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
             eprintln!("bench: removing stale namespace {name} of a finished run (pid {pid})");
-            delete_netns(&name);
+            let _ = delete_netns(&name);
         }
     }
 }
@@ -110,34 +63,6 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     } else {
         None
     }
-}
-
-/// Run `f` on a new thread that has entered the network namespace at `ns`. Sockets
-/// created there stay in that namespace whatever thread uses them later.
-pub fn in_netns<T, F>(ns: &Path, f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    let ns = ns.to_path_buf();
-    thread::Builder::new()
-        .name("bench-netns".into())
-        .spawn(move || {
-            enter(&ns)?;
-            f()
-        })
-        .context("spawning a thread")?
-        .join()
-        .map_err(|_| anyhow!("a benchmark thread panicked"))?
-}
-
-/// Move the calling thread into the network namespace at `ns`. Only this thread moves:
-/// setns(CLONE_NEWNET) is per task.
-fn enter(ns: &Path) -> Result<()> {
-    let file = fs::File::open(ns)
-        .with_context(|| format!("opening network namespace {}", ns.display()))?;
-    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {}", ns.display()))
 }
 
 /// Make the namespace a good benchmark client: TIME_WAIT sockets may be reused (without
@@ -168,7 +93,7 @@ pub fn tune_client(ns: &Path) -> Result<()> {
             "ip_local_port_range",
             &format!("{} {}", super::CLIENT_PORTS.0, super::CLIENT_PORTS.1),
         )
-    })
+    })?
 }
 
 /// Wait until something listens on TCP `port` inside the namespace at `ns`.
@@ -176,13 +101,13 @@ pub fn wait_tcp_listen(ns: &Path, port: u16, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let path = ns.to_path_buf();
     loop {
-        let listening = in_netns(ns, move || {
+        let listening = in_netns(ns, move || -> Result<bool> {
             // thread-self, not self: /proc/self/net shows the main thread's namespace.
             // iperf3 listens on a dual-stack socket, which shows in tcp6 only.
             let v4 = fs::read_to_string("/proc/thread-self/net/tcp")?;
             let v6 = fs::read_to_string("/proc/thread-self/net/tcp6").unwrap_or_default();
             Ok(tcp_table_listens(&v4, port) || tcp_table_listens(&v6, port))
-        })?;
+        })??;
         if listening {
             return Ok(());
         }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::netns;
+use netd_tests::in_netns;
 
 /// Every socket gives up after this long, so a broken path fails the measurement instead
 /// of hanging the run.
@@ -34,10 +34,10 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listen on 0.0.0.0:`port` inside the namespace at `ns`.
     pub fn start(ns: &Path, port: u16) -> Result<Self> {
-        let listener = netns::in_netns(ns, move || {
+        let listener = in_netns(ns, move || {
             TcpListener::bind(("0.0.0.0", port))
                 .with_context(|| format!("binding the echo server to port {port}"))
-        })?;
+        })??;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -95,7 +95,7 @@ pub struct RrResult {
 
 /// One connection, 1-byte ping-pong for `duration`, from inside the namespace at `ns`.
 pub fn rr_client(ns: &Path, target: SocketAddr, duration: Duration) -> Result<RrResult> {
-    netns::in_netns(ns, move || {
+    in_netns(ns, move || -> Result<RrResult> {
         let mut s = connect(target)?;
         let mut latency_ns = Vec::with_capacity(1 << 18);
         let mut byte = [1u8; 1];
@@ -114,7 +114,7 @@ pub fn rr_client(ns: &Path, target: SocketAddr, duration: Duration) -> Result<Rr
             secs,
             latency_ns,
         })
-    })
+    })?
 }
 
 /// Result of a TCP_CRR run.
@@ -130,7 +130,7 @@ pub struct CrrResult {
 
 /// New connection, 1-byte request, 1-byte response, close; repeated for `duration`.
 pub fn crr_client(ns: &Path, target: SocketAddr, duration: Duration) -> Result<CrrResult> {
-    netns::in_netns(ns, move || {
+    in_netns(ns, move || -> Result<CrrResult> {
         let mut r = CrrResult {
             connections: 0,
             failures: 0,
@@ -168,7 +168,7 @@ pub fn crr_client(ns: &Path, target: SocketAddr, duration: Duration) -> Result<C
             );
         }
         Ok(r)
-    })
+    })?
 }
 
 fn one_crr(target: SocketAddr) -> Result<u64> {

@@ -17,14 +17,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use netd_tests::{NetnsGuard, netns::netns_path};
 
-use super::{
-    daemon::Netd,
-    iperf::IperfServer,
-    netns::{self, NamedNetns},
-    rr::EchoServer,
-    sample::Variant,
-};
+use super::{daemon::Netd, iperf::IperfServer, netns, rr::EchoServer, sample::Variant};
 
 /// The host's uplink address; wan clients connect to published ports here.
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -97,10 +92,10 @@ impl Route {
         SocketAddr::from((self.target, port))
     }
     pub fn client_path(&self) -> PathBuf {
-        netns::netns_path(&self.client_ns)
+        netns_path(&self.client_ns)
     }
     pub fn server_path(&self) -> PathBuf {
-        netns::netns_path(&self.server_ns)
+        netns_path(&self.server_ns)
     }
 }
 
@@ -118,8 +113,8 @@ pub struct Topology {
     pub name_prefix: String,
     pub dnat: Route,
     pub snat: Route,
-    _wan: NamedNetns,
-    _host: NamedNetns,
+    _wan: NetnsGuard,
+    _host: NetnsGuard,
 }
 
 impl Topology {
@@ -145,8 +140,8 @@ impl Topology {
 }
 
 fn build_limit(prefix: &str) -> Result<Topology> {
-    let client = NamedNetns::create(&format!("{prefix}c"))?;
-    let server = NamedNetns::create(&format!("{prefix}s"))?;
+    let client = NetnsGuard::create(&format!("{prefix}c"))?;
+    let server = NetnsGuard::create(&format!("{prefix}s"))?;
     netns::veth_pair(
         client.name(),
         "wan0",
@@ -190,8 +185,8 @@ fn build_netd(
     run_dir: &Path,
     logs: &Path,
 ) -> Result<Topology> {
-    let host = NamedNetns::create(&format!("{prefix}h"))?;
-    let wan = NamedNetns::create(&format!("{prefix}w"))?;
+    let host = NetnsGuard::create(&format!("{prefix}h"))?;
+    let wan = NetnsGuard::create(&format!("{prefix}w"))?;
     netns::veth_pair(host.name(), "up0", HOST_ADDR, wan.name(), "wan0", WAN_ADDR)?;
     netns::ip(&[
         "-n",
@@ -265,7 +260,7 @@ fn start_servers(wan: &str, server: &str) -> Result<(Vec<EchoServer>, Vec<IperfS
     let mut echo = Vec::new();
     let mut iperf = Vec::new();
     for ns in [server, wan] {
-        let path = netns::netns_path(ns);
+        let path = netns_path(ns);
         for s in [Service::Rr, Service::Crr, Service::Scale] {
             echo.push(EchoServer::start(&path, s.port())?);
         }

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::netns;
+use netd_tests::in_netns;
 
 const PAYLOAD: usize = 18;
 const BATCH: usize = 64;
@@ -37,13 +37,13 @@ pub fn udp_rate(
     duration: Duration,
 ) -> Result<UdpResult> {
     let port = target.port();
-    let receiver = netns::in_netns(server_ns, move || {
+    let receiver = in_netns(server_ns, move || -> Result<UdpSocket> {
         let s = UdpSocket::bind(("0.0.0.0", port))
             .with_context(|| format!("binding the UDP receiver to port {port}"))?;
         set_rcvbuf(&s, 8 << 20);
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         Ok(s)
-    })?;
+    })??;
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let rx = {
@@ -53,13 +53,13 @@ pub fn udp_rate(
             .spawn(move || receive(&receiver, &stop, &received))
             .context("spawning the UDP receiver")?
     };
-    let sent = netns::in_netns(client_ns, move || blast(target, duration));
+    let sent = in_netns(client_ns, move || blast(target, duration));
     // Let the packets still in flight arrive before counting.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     rx.join()
         .map_err(|_| anyhow!("the UDP receiver panicked"))?;
-    let (sent, secs) = sent?;
+    let (sent, secs) = sent??;
     let received = received.load(Ordering::Relaxed);
     if received == 0 {
         bail!("UDP to {target}: sent {sent} datagrams, none arrived");
