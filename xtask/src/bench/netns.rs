@@ -71,29 +71,36 @@ pub fn owner_pid(name: &str) -> Option<u32> {
 pub fn tune_client(ns: &Path) -> Result<()> {
     let path = ns.to_path_buf();
     in_netns(ns, move || {
-        // /proc/sys/net follows the netns of the task that opens the file, i.e. this
-        // thread, not the process.
-        let set = |key: &str, value: &str| -> Result<()> {
-            let file = format!("/proc/sys/net/ipv4/{key}");
-            fs::write(&file, value)
-                .with_context(|| format!("writing {value:?} to {file} in {}", path.display()))?;
-            let back = fs::read_to_string(&file)?;
-            if back.split_whitespace().collect::<Vec<_>>()
-                != value.split_whitespace().collect::<Vec<_>>()
-            {
-                bail!(
-                    "{file} in {} reads {back:?} after writing {value:?}",
-                    path.display()
-                );
-            }
-            Ok(())
-        };
-        set("tcp_tw_reuse", "1")?;
-        set(
+        set_ipv4(&path, "tcp_tw_reuse", "1")?;
+        set_ipv4(
+            &path,
             "ip_local_port_range",
             &format!("{} {}", super::CLIENT_PORTS.0, super::CLIENT_PORTS.1),
         )
     })?
+}
+
+/// Make the namespace a router: it forwards IPv4 between its interfaces.
+pub fn enable_forwarding(ns: &Path) -> Result<()> {
+    let path = ns.to_path_buf();
+    in_netns(ns, move || set_ipv4(&path, "ip_forward", "1"))?
+}
+
+/// Write `value` to /proc/sys/net/ipv4/`key` and check that it reads back, from a thread
+/// inside the namespace at `ns`: /proc/sys/net follows the netns of the task that opens
+/// the file, i.e. this thread, not the process.
+fn set_ipv4(ns: &Path, key: &str, value: &str) -> Result<()> {
+    let file = format!("/proc/sys/net/ipv4/{key}");
+    fs::write(&file, value)
+        .with_context(|| format!("writing {value:?} to {file} in {}", ns.display()))?;
+    let back = fs::read_to_string(&file)?;
+    if back.split_whitespace().collect::<Vec<_>>() != value.split_whitespace().collect::<Vec<_>>() {
+        bail!(
+            "{file} in {} reads {back:?} after writing {value:?}",
+            ns.display()
+        );
+    }
+    Ok(())
 }
 
 /// Wait until something listens on TCP `port` inside the namespace at `ns`.

@@ -43,6 +43,7 @@ fn color(v: Variant) -> RGBColor {
         Variant::Ebpf => RGBColor(0x1f, 0x77, 0xb4),
         Variant::Iptables => RGBColor(0xd6, 0x27, 0x28),
         Variant::Limit => RGBColor(0x7f, 0x7f, 0x7f),
+        Variant::Routed => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 
@@ -203,8 +204,18 @@ fn bars(area: &Area<'_>, title: &str, unit: &str, groups: &Groups, scale: f64) -
         .label_style((FONT, 13))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    let width = 0.8 / Variant::ALL.len() as f64;
-    for (vi, v) in Variant::ALL.into_iter().enumerate() {
+    // One slot per variant that has a bar in some group, so that a run of two variants
+    // gets wide bars and no gap for a variant it did not run.
+    let shown: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| {
+            groups
+                .iter()
+                .any(|(_, sums)| sums.iter().any(|(sv, _)| sv == v))
+        })
+        .collect();
+    let width = 0.8 / shown.len().max(1) as f64;
+    for (vi, v) in shown.into_iter().enumerate() {
         let bars: Vec<(f64, Summary)> = groups
             .iter()
             .enumerate()

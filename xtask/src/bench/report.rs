@@ -179,27 +179,52 @@ fn header(md: &mut String, info: &RunInfo) {
     );
 }
 
-/// One scenario: a row per metric, a column per variant, then the two ratios.
+/// The ratios a table shows: ebpf against iptables and against the limit, and against
+/// the plain router when the run has it.
+fn ratio_columns(info: &RunInfo) -> Vec<(Variant, Variant)> {
+    let mut cols = vec![
+        (Variant::Ebpf, Variant::Iptables),
+        (Variant::Ebpf, Variant::Limit),
+    ];
+    if info.variants.contains(&Variant::Routed) {
+        cols.push((Variant::Ebpf, Variant::Routed));
+    }
+    cols
+}
+
+/// One scenario: a row per metric, a column per variant, then the ratios.
 fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) {
     let _ = writeln!(md, "## {}. {}\n", s.number(), s.title());
     let metrics = metric_order(rec, s);
+    let ratios = ratio_columns(info);
+    let names = |vs: &mut dyn Iterator<Item = String>| vs.collect::<Vec<_>>().join(" | ");
     let _ = writeln!(
         md,
-        "| metric | {} | ebpf/iptables | ebpf/limit |",
-        info.variants
-            .iter()
-            .map(|v| v.name())
-            .collect::<Vec<_>>()
-            .join(" | ")
+        "| metric | {} | {} |",
+        names(&mut info.variants.iter().map(|v| v.name().to_string())),
+        names(
+            &mut ratios
+                .iter()
+                .map(|(a, b)| format!("{}/{}", a.name(), b.name()))
+        )
     );
-    let _ = writeln!(md, "|---|{}---|---|", "---|".repeat(info.variants.len()));
+    let _ = writeln!(
+        md,
+        "|---|{}",
+        "---|".repeat(info.variants.len() + ratios.len())
+    );
     if metrics.is_empty() {
         let cells: Vec<String> = info
             .variants
             .iter()
             .map(|&v| empty_cell(rec, s, v, None))
             .collect();
-        let _ = writeln!(md, "| (no numbers) | {} | - | - |", cells.join(" | "));
+        let _ = writeln!(
+            md,
+            "| (no numbers) | {} | {} |",
+            cells.join(" | "),
+            vec!["-"; ratios.len()].join(" | ")
+        );
     }
     for (metric, higher, unit) in &metrics {
         let summary = |v: Variant| {
@@ -224,12 +249,12 @@ fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) 
             _ => "-".into(),
         };
         let arrow = if *higher { "↑" } else { "↓" };
+        let ratio_cells: Vec<String> = ratios.iter().map(|&(a, b)| ratio(a, b)).collect();
         let _ = writeln!(
             md,
-            "| {metric} ({unit}) {arrow} | {} | {} | {} |",
+            "| {metric} ({unit}) {arrow} | {} | {} |",
             cells.join(" | "),
-            ratio(Variant::Ebpf, Variant::Iptables),
-            ratio(Variant::Ebpf, Variant::Limit)
+            ratio_cells.join(" | ")
         );
     }
     let failures: Vec<_> = rec.failures.iter().filter(|f| f.scenario == s).collect();
@@ -342,7 +367,7 @@ mod tests {
             rounds: 2,
             duration_secs: 5,
             congestion: "cubic".into(),
-            variants: Variant::ALL.to_vec(),
+            variants: Variant::DEFAULT.to_vec(),
             scale_levels: vec![1],
             netd_binary: "netd".into(),
             publish_method: "API".into(),
@@ -396,6 +421,35 @@ mod tests {
         let mut md = String::new();
         scenario_table(&mut md, &info(), &rec, Scenario::Scale);
         assert!(md.contains("| (no numbers) | - | - | n/a |"), "{md}");
+    }
+
+    #[test]
+    fn a_run_with_the_router_gets_its_ratio() {
+        let mut rec = Recorder::new(1);
+        let m = Metric::higher("DNAT connections", "1/s");
+        for (v, x) in [
+            (Variant::Ebpf, 90.0),
+            (Variant::Limit, 100.0),
+            (Variant::Routed, 95.0),
+        ] {
+            rec.record(1, v, Scenario::Crr, &m, x, Value::Null);
+        }
+        let info = RunInfo {
+            variants: vec![Variant::Ebpf, Variant::Limit, Variant::Routed],
+            ..info()
+        };
+        let mut md = String::new();
+        scenario_table(&mut md, &info, &rec, Scenario::Crr);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[2..5],
+            [
+                "| metric | ebpf | limit | routed | ebpf/iptables | ebpf/limit | ebpf/routed |",
+                "|---|---|---|---|---|---|---|",
+                "| DNAT connections (1/s) ↑ | 90 | 100 | 95 | - | 0.90 | 0.95 |",
+            ],
+            "{md}"
+        );
     }
 
     #[test]

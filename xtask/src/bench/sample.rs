@@ -16,22 +16,36 @@ pub enum Variant {
     Iptables,
     /// A plain veth pair between client and server: no bridge, routing or NAT.
     Limit,
+    /// A plain router between client and server: a namespace that forwards between two
+    /// veth pairs, without a bridge, NAT, firewall rules or netd. Not run unless asked
+    /// for: it shows what any namespace in the middle costs, which `limit` does not have
+    /// and netd's variants cannot avoid.
+    Routed,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Ebpf, Variant::Iptables, Variant::Limit];
+    /// Every variant, in the order of the report's columns and the plots' bars.
+    pub const ALL: [Variant; 4] = [
+        Variant::Ebpf,
+        Variant::Iptables,
+        Variant::Limit,
+        Variant::Routed,
+    ];
+    /// The variants a run measures unless `--variants` says otherwise.
+    pub const DEFAULT: [Variant; 3] = [Variant::Ebpf, Variant::Iptables, Variant::Limit];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Ebpf => "ebpf",
             Variant::Iptables => "iptables",
             Variant::Limit => "limit",
+            Variant::Routed => "routed",
         }
     }
 
     /// Whether this variant runs netd (and so has published ports to scale and program).
     pub fn is_netd(self) -> bool {
-        self != Variant::Limit
+        matches!(self, Variant::Ebpf | Variant::Iptables)
     }
 }
 
@@ -94,8 +108,8 @@ impl Scenario {
         }
     }
 
-    /// Scale, programming and memory are about netd's published ports; a veth pair has
-    /// none.
+    /// Scale, programming and memory are about netd's published ports; a veth pair or a
+    /// plain router has none.
     pub fn applies_to(self, v: Variant) -> bool {
         v.is_netd()
             || matches!(

@@ -9,6 +9,11 @@
 //! ```text
 //!  client ns wan0 203.0.113.2 --- server ns eth0 203.0.113.1
 //! ```
+//! routed (only when asked for): a namespace that only forwards, no bridge, NAT or netd:
+//! ```text
+//!  wan ns             router ns (ip_forward)                      server ns
+//!  wan0 203.0.113.2 --- up0 203.0.113.1   eth1 198.51.100.1 ----- eth0 198.51.100.2
+//! ```
 //! The wan is the client for DNAT scenarios and the server for SNAT ones.
 
 use std::{
@@ -115,6 +120,8 @@ pub struct Topology {
     pub snat: Route,
     _wan: NetnsGuard,
     _host: NetnsGuard,
+    /// routed: the server's namespace (netd's are the daemon's to remove).
+    _server: Option<NetnsGuard>,
 }
 
 impl Topology {
@@ -128,12 +135,15 @@ impl Topology {
     ) -> Result<Topology> {
         match variant {
             Variant::Limit => build_limit(prefix),
-            _ => build_netd(variant, prefix, netd_bin, run_dir, logs),
+            Variant::Routed => build_routed(prefix),
+            Variant::Ebpf | Variant::Iptables => {
+                build_netd(variant, prefix, netd_bin, run_dir, logs)
+            }
         }
         .with_context(|| format!("building the {} topology", variant.name()))
     }
 
-    /// The namespace netd runs in (for limit: the server's).
+    /// The namespace netd runs in (for limit: the server's; for routed: the router's).
     pub fn host_ns(&self) -> &str {
         self._host.name()
     }
@@ -150,11 +160,65 @@ fn build_limit(prefix: &str) -> Result<Topology> {
         "eth0",
         HOST_ADDR,
     )?;
-    netns::tune_client(&client.path())?;
-    netns::tune_client(&server.path())?;
-    let (echo, iperf) = start_servers(client.name(), server.name())?;
+    without_netd(Variant::Limit, prefix, client, server, None, HOST_ADDR)
+}
+
+/// The server's address behind the router.
+const ROUTED_SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The router's address on the server's side.
+const ROUTED_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+fn build_routed(prefix: &str) -> Result<Topology> {
+    let wan = NetnsGuard::create(&format!("{prefix}w"))?;
+    let router = NetnsGuard::create(&format!("{prefix}r"))?;
+    let server = NetnsGuard::create(&format!("{prefix}s"))?;
+    netns::veth_pair(
+        wan.name(),
+        "wan0",
+        WAN_ADDR,
+        router.name(),
+        "up0",
+        HOST_ADDR,
+    )?;
+    netns::veth_pair(
+        router.name(),
+        "eth1",
+        ROUTED_GATEWAY,
+        server.name(),
+        "eth0",
+        ROUTED_SERVER_ADDR,
+    )?;
+    for (ns, via) in [(wan.name(), HOST_ADDR), (server.name(), ROUTED_GATEWAY)] {
+        netns::ip(&["-n", ns, "route", "add", "default", "via", &via.to_string()])?;
+    }
+    netns::enable_forwarding(&router.path())?;
+    without_netd(
+        Variant::Routed,
+        prefix,
+        wan,
+        router,
+        Some(server),
+        ROUTED_SERVER_ADDR,
+    )
+}
+
+/// A topology without netd, its links already made: the wan talks to the server at
+/// `server_addr`, its own address, in both directions. The server runs in `server`, or
+/// in `host` when there is nothing in between.
+fn without_netd(
+    variant: Variant,
+    prefix: &str,
+    wan: NetnsGuard,
+    host: NetnsGuard,
+    server: Option<NetnsGuard>,
+    server_addr: Ipv4Addr,
+) -> Result<Topology> {
+    let server_ns = server.as_ref().unwrap_or(&host).name().to_string();
+    netns::tune_client(&wan.path())?;
+    netns::tune_client(&netns_path(&server_ns))?;
+    let (echo, iperf) = start_servers(wan.name(), &server_ns)?;
     Ok(Topology {
-        variant: Variant::Limit,
+        variant,
         _echo: echo,
         _iperf: iperf,
         netd: None,
@@ -162,19 +226,20 @@ fn build_limit(prefix: &str) -> Result<Topology> {
         idle_ep: String::new(),
         name_prefix: prefix.to_string(),
         dnat: Route {
-            client_ns: client.name().into(),
-            server_ns: server.name().into(),
-            target: HOST_ADDR,
+            client_ns: wan.name().into(),
+            server_ns: server_ns.clone(),
+            target: server_addr,
             published: false,
         },
         snat: Route {
-            client_ns: server.name().into(),
-            server_ns: client.name().into(),
+            client_ns: server_ns,
+            server_ns: wan.name().into(),
             target: WAN_ADDR,
             published: false,
         },
-        _wan: client,
-        _host: server,
+        _wan: wan,
+        _host: host,
+        _server: server,
     })
 }
 
@@ -252,6 +317,7 @@ fn build_netd(
         },
         _wan: wan,
         _host: host,
+        _server: None,
     })
 }
 
