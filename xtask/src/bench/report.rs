@@ -197,16 +197,16 @@ fn scenario_table(md: &mut String, info: &RunInfo, rec: &Recorder, s: Scenario) 
     let _ = writeln!(md, "## {}. {}\n", s.number(), s.title());
     let metrics = metric_order(rec, s);
     let ratios = ratio_columns(info);
-    let names = |vs: &mut dyn Iterator<Item = String>| vs.collect::<Vec<_>>().join(" | ");
+    let variant_names: Vec<&str> = info.variants.iter().map(|v| v.name()).collect();
+    let ratio_names: Vec<String> = ratios
+        .iter()
+        .map(|(a, b)| format!("{}/{}", a.name(), b.name()))
+        .collect();
     let _ = writeln!(
         md,
         "| metric | {} | {} |",
-        names(&mut info.variants.iter().map(|v| v.name().to_string())),
-        names(
-            &mut ratios
-                .iter()
-                .map(|(a, b)| format!("{}/{}", a.name(), b.name()))
-        )
+        variant_names.join(" | "),
+        ratio_names.join(" | ")
     );
     let _ = writeln!(
         md,
