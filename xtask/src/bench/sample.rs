@@ -24,7 +24,8 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// Every variant, in the order of the report's columns and the plots' bars.
+    /// Every variant, in the order the plots give their bars and the report merges their
+    /// metrics in (the report's columns follow the run's own order).
     pub const ALL: [Variant; 4] = [
         Variant::Ebpf,
         Variant::Iptables,
