@@ -1,8 +1,13 @@
 //! The HTTP server: serves an [`Api`] on a UNIX socket, one JSON route per API call.
 //!
-//! Requests are handled concurrently (one task per connection); the daemon serializes
-//! mutations itself. The socket is created with mode 0660 in a 0755 directory, a stale
-//! socket left by a killed daemon is replaced, and a live one is refused.
+//! Requests are handled concurrently; the daemon serializes mutations itself. Each request
+//! runs in a task of its own, which hyper cannot cancel: a client that hangs up in the
+//! middle of a call (Ctrl-C on the CLI) makes hyper drop the connection's futures, and
+//! would otherwise stop the daemon's transaction between two kernel steps, before it
+//! could roll back or commit. Shutdown waits for these tasks too.
+//!
+//! The socket is created with mode 0660 in a 0755 directory, a stale socket left by a
+//! killed daemon is replaced, and a live one is refused.
 //!
 //! Statuses beyond the error mapping of [`super`]: creations (`POST /networks`,
 //! `/endpoints`, `/ports`) answer 201, removals (`DELETE`) 204 without a body, everything
@@ -33,7 +38,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::watch,
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tracing::{debug, error, info, warn};
@@ -90,6 +95,8 @@ pub async fn serve<A: Api>(
     info!(socket = %socket.display(), "API listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Every request task holds a sender; recv() answers None once all of them are gone.
+    let (in_flight, mut requests_done) = mpsc::channel::<Infallible>(1);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -97,7 +104,12 @@ pub async fn serve<A: Api>(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    conns.spawn(serve_connection(api.clone(), stream, stop_rx.clone()));
+                    conns.spawn(serve_connection(
+                        api.clone(),
+                        stream,
+                        stop_rx.clone(),
+                        in_flight.clone(),
+                    ));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on the error.
@@ -111,7 +123,12 @@ pub async fn serve<A: Api>(
 
     drop(listener);
     let _ = stop_tx.send(true);
-    let drain = async { while conns.join_next().await.is_some() {} };
+    drop(in_flight);
+    let drain = async {
+        while conns.join_next().await.is_some() {}
+        // Requests whose client hung up run on without a connection.
+        let _ = requests_done.recv().await;
+    };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         warn!(
             pending = conns.len(),
@@ -203,10 +220,24 @@ async fn serve_connection<A: Api>(
     api: Arc<A>,
     stream: UnixStream,
     mut stop: watch::Receiver<bool>,
+    in_flight: mpsc::Sender<Infallible>,
 ) {
     let service = service_fn(move |req| {
-        let api = api.clone();
-        async move { Ok::<_, Infallible>(handle(&*api, req).await) }
+        let (api, in_flight) = (api.clone(), in_flight.clone());
+        let request = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            handle(&*api, req).await
+        });
+        async move {
+            Ok::<_, Infallible>(request.await.unwrap_or_else(|e| {
+                error!(error = %e, "an API request task failed");
+                error_reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Internal,
+                    format!("the daemon failed while handling the request: {e}"),
+                )
+            }))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

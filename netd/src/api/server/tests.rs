@@ -3,7 +3,9 @@
 
 pub(crate) mod fake;
 
-use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
+use std::{
+    net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, sync::atomic::Ordering, time::Duration,
+};
 
 use fake::FakeApi;
 use tokio::{
@@ -390,6 +392,40 @@ async fn shutdown_finishes_requests_in_flight_and_removes_the_socket() {
         err.to_string().contains("is `netd daemon` running?"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_request_runs_to_its_end_when_its_client_hangs_up() {
+    // hyper drops a connection whose client closes it mid-request, and with it the
+    // future it was polling: a daemon transaction there would stop between two steps.
+    let entered = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let api = FakeApi {
+        info_gates: Some((entered.clone(), Some(release.clone()))),
+        ..Default::default()
+    };
+    let h = Harness::start(api).await;
+    let mut s = UnixStream::connect(&h.socket).await.unwrap();
+    s.write_all(b"GET /info HTTP/1.1\r\nHost: netd\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(TIMEOUT, entered.wait()).await.unwrap();
+    drop(s);
+    // Time for the server to see the hang-up; the handler must be waiting on `release`
+    // whenever that happens.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(TIMEOUT, release.wait()).await.unwrap();
+    // A dropped handler has arrived at `release` all the same; only one that ran on
+    // counts the call.
+    let done = async {
+        while h.api.infos_done.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, done)
+        .await
+        .expect("the request was cancelled when its client hung up");
+    h.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,7 +1,13 @@
 //! The fake daemon of the router tests: in memory, with just enough logic to produce
 //! every error kind and every reply type.
 
-use std::{net::Ipv4Addr, sync::Arc, sync::Mutex};
+use std::{
+    net::Ipv4Addr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use ipnet::Ipv4Net;
 use tokio::sync::Barrier;
@@ -30,6 +36,8 @@ pub(crate) struct FakeApi {
     /// The namespace path of endpoints created without one, instead of /run/netns/NAME.
     pub(crate) netns_path: Option<std::path::PathBuf>,
     pub(crate) info_gates: Option<(Arc<Barrier>, Option<Arc<Barrier>>)>,
+    /// How many `info` calls got past their gates.
+    pub(crate) infos_done: AtomicUsize,
 }
 
 impl FakeApi {
@@ -111,6 +119,7 @@ impl Api for FakeApi {
                 release.wait().await;
             }
         }
+        self.infos_done.fetch_add(1, Ordering::SeqCst);
         Ok(DaemonInfo {
             version: "test".into(),
             dataplane: DataplaneKind::Ebpf,
