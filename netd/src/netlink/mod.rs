@@ -171,10 +171,10 @@ pub(crate) fn validate_ifname(op: &'static str, name: &str) -> Result<()> {
     }
     if name == "."
         || name == ".."
-        || name.contains(['/', ':'])
+        || name.contains(['/', ':', '%'])
         || name.contains(char::is_whitespace)
     {
-        return bad("it must not be '.' or '..' nor contain '/', ':' or whitespace");
+        return bad("it must not be '.' or '..' nor contain '/', ':', '%' or whitespace");
     }
     Ok(())
 }

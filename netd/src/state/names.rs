@@ -57,7 +57,8 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), NameError> {
 }
 
 /// The kernel's rule for interface names (`dev_valid_name`): 1 to 15 bytes, not "." or
-/// "..", no '/', ':' or whitespace.
+/// "..", no '/', ':' or whitespace; and no '%', which makes the kernel take the name as a
+/// template (`br%d` creates `br0`): the interface would not get the name asked for.
 pub fn validate_ifname(kind: &str, name: &str) -> Result<(), NameError> {
     let err = |reason: String| NameError {
         kind: kind.into(),
@@ -81,6 +82,11 @@ pub fn validate_ifname(kind: &str, name: &str) -> Result<(), NameError> {
         .find(|c| matches!(c, '/' | ':') || c.is_whitespace())
     {
         return Err(err(format!("{c:?} is not allowed in an interface name")));
+    }
+    if name.contains('%') {
+        return Err(err(
+            "'%' is not allowed: the kernel would take the name as a template (br%d -> br0)".into(),
+        ));
     }
     Ok(())
 }
@@ -168,6 +174,7 @@ mod tests {
         );
         bad(validate_ifname("bridge", "br/0"), "bridge", "br/0", "'/'");
         bad(validate_ifname("bridge", "br:0"), "bridge", "br:0", "':'");
+        bad(validate_ifname("bridge", "br%d"), "bridge", "br%d", "'%'");
         bad(validate_ifname("bridge", "br 0"), "bridge", "br 0", "' '");
         bad(
             validate_ifname("bridge", "br\t0"),
