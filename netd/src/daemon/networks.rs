@@ -99,11 +99,13 @@ impl Inner {
     pub(crate) async fn apply_network(&mut self, net: &Network, undo: &mut UndoLog) -> Result<()> {
         let gateway = Ipv4Net::new(net.gateway, net.subnet.prefix_len())
             .map_err(|e| Error::Internal(format!("gateway of network {}: {e}", net.name)))?;
+        // Before the call: it creates the bridge first and may fail after (MTU, address,
+        // up). plan_network found the name free, and deleting a missing link is a no-op.
+        undo.push(Undo::DeleteLink(net.bridge.clone()));
         let index = self
             .netlink
             .ensure_bridge(&net.bridge, gateway, net.mtu)
             .await?;
-        undo.push(Undo::DeleteLink(net.bridge.clone()));
         self.dataplane.add_network(&network_view(net, index))?;
         undo.push(Undo::DataplaneNetwork {
             network: net.clone(),
