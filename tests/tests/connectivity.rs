@@ -251,6 +251,39 @@ fn the_default_network_is_created_on_first_start() {
     ping(&a, Ipv4Addr::new(172, 17, 0, 1));
 }
 
+#[test]
+fn the_default_network_is_created_once_a_failed_first_start_is_retried() {
+    let mut lab = Lab::with_config(LabConfig {
+        default_network: true,
+        ..LabConfig::unique()
+    });
+    // Back to a first start, with a link that makes creating netd0 fail.
+    lab.daemon_mut().stop().unwrap();
+    let state = lab.daemon().state_dir();
+    for file in ["state.json", "journal.jsonl"] {
+        let _ = std::fs::remove_file(state.join(file));
+    }
+    let host = lab.host().name().to_string();
+    ip(&["-n", &host, "link", "del", "netd0"]).unwrap();
+    ip(&[
+        "-n", &host, "link", "add", "netd0", "type", "veth", "peer", "name", "netd0p",
+    ])
+    .unwrap();
+    let err = lab.daemon_mut().restart().unwrap_err();
+    let log = lab.daemon().log();
+    assert!(
+        log.contains("creating the default network") && log.contains("netd0"),
+        "{err:#}\n{log}"
+    );
+
+    // The failed start must not have recorded itself as the first one.
+    ip(&["-n", &host, "link", "del", "netd0"]).unwrap();
+    lab.daemon_mut().restart().unwrap();
+    let net = &lab.netd_json(&["network", "inspect", "netd0"])[0];
+    assert_eq!(net["subnet"], "172.17.0.0/16");
+    assert!(lab.host_links().iter().any(|l| l == "netd0"));
+}
+
 /// The packets an interface's TC programs counted, from `netd stats --json`.
 fn counted_packets(lab: &Lab, ifname: &str) -> u64 {
     let stats = lab.netd_json(&["stats", "--json"]);

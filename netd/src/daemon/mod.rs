@@ -131,7 +131,7 @@ async fn serve(cfg: DaemonConfig) -> anyhow::Result<()> {
         last_change: std::time::Instant::now(),
     };
     inner
-        .reconcile()
+        .reconcile(!first_start)
         .await
         .context("reconciling the host with the saved state")?;
     if first_start && cfg.default_network && inner.state.network(DEFAULT_NETWORK).is_none() {

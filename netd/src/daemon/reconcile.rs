@@ -14,7 +14,10 @@ use crate::{
 };
 
 impl Inner {
-    pub(crate) async fn reconcile(&mut self) -> Result<()> {
+    /// `saved`: whether the state came from the store. A first start writes nothing
+    /// back, so that it stays a first start (and creates the default network) until a
+    /// change is committed, even when creating that network fails.
+    pub(crate) async fn reconcile(&mut self, saved: bool) -> Result<()> {
         self.dataplane.set_uplink(&self.uplink)?;
         for net in self.state.networks.clone() {
             let gateway = Ipv4Net::new(net.gateway, net.subnet.prefix_len())
@@ -38,7 +41,9 @@ impl Inner {
             self.forget_endpoints(&gone).await?;
         }
         self.sync_dataplane().await?;
-        self.store.save(&self.state)?;
+        if saved {
+            self.store.save(&self.state)?;
+        }
         Ok(())
     }
 
