@@ -2,6 +2,8 @@
 //! translated back like a packet of the flow, inner checksums included, and the outer
 //! address that named the translated endpoint follows it. Port unreachable, fragmentation
 //! needed (PMTU discovery) and TTL exceeded (traceroute) thereby reach the right host.
+//! Errors about a tracked flow that is not translated (a network without masquerade)
+//! pass untouched.
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{
@@ -13,6 +15,7 @@ use netd_common::{
 
 use crate::{
     csum::{payload_u16, payload_u32, set_outer_addr},
+    maps::NETD_CT,
     nat,
     parse::{self, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ip4, L4Kind},
 };
@@ -21,19 +24,25 @@ use crate::{
 pub enum ErrorVerdict {
     /// About a translated flow; the packet has been rewritten.
     Translated,
-    /// Not about a translated flow; untouched.
+    /// About a tracked flow that is not translated; untouched.
+    TrackedUntranslated,
+    /// About no flow netd knows; untouched.
     Untranslated,
+}
+
+/// The quoted packet inside the error `outer`, if it is of a kind flows are kept for.
+#[inline(always)]
+fn quoted(ctx: &TcContext, outer: &Ip4) -> Result<Option<Ip4>, DropReason> {
+    let inner = parse::icmp_inner(ctx, outer)?;
+    Ok(matches!(inner.kind, L4Kind::Ports | L4Kind::IcmpEcho).then_some(inner))
 }
 
 /// The NAT entry for the flow the quoted packet `inner` belongs to: the quote is a packet
 /// the error's sender received, so its reply tuple is what travels our way.
 #[inline(always)]
 pub fn find(ctx: &TcContext, outer: &Ip4) -> Result<Option<(Ip4, NatEntry)>, DropReason> {
-    let inner = parse::icmp_inner(ctx, outer)?;
-    if !matches!(inner.kind, L4Kind::Ports | L4Kind::IcmpEcho) {
-        return Ok(None);
-    }
-    Ok(nat::lookup(&inner.key().reversed()).map(|e| (inner, e)))
+    Ok(quoted(ctx, outer)?
+        .and_then(|inner| nat::lookup(&inner.key().reversed()).map(|e| (inner, e))))
 }
 
 /// Rewrites the error: the quoted packet to `rev(e.rewrite)`, and the outer address that
@@ -143,14 +152,22 @@ fn rewrite_inner(
     payload_u16(ctx, icmp_csum, csum_off, old_l4, l4.to_be())
 }
 
-/// Translates an ICMP error if it is about a translated flow.
+/// Translates an ICMP error if it is about a translated flow, and tells whether it is
+/// about an untranslated tracked flow (the quote being what our side sent).
 #[inline(always)]
 pub fn handle(ctx: &TcContext, outer: &Ip4) -> Result<ErrorVerdict, DropReason> {
-    match find(ctx, outer)? {
-        Some((inner, e)) => {
-            translate(ctx, outer, &inner, &e)?;
-            Ok(ErrorVerdict::Translated)
-        }
-        None => Ok(ErrorVerdict::Untranslated),
+    let Some(inner) = quoted(ctx, outer)? else {
+        return Ok(ErrorVerdict::Untranslated);
+    };
+    let key = inner.key();
+    if let Some(e) = nat::lookup(&key.reversed()) {
+        translate(ctx, outer, &inner, &e)?;
+        return Ok(ErrorVerdict::Translated);
+    }
+    // The quote is what our side sent: an untranslated flow's conntrack key as is.
+    // SAFETY: the entry is only compared, at once.
+    match unsafe { NETD_CT.get(&key) } {
+        Some(ct) if ct.translated == key => Ok(ErrorVerdict::TrackedUntranslated),
+        _ => Ok(ErrorVerdict::Untranslated),
     }
 }

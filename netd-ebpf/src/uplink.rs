@@ -89,7 +89,7 @@ pub fn try_ingress(ctx: &TcContext) -> Result<i32, DropReason> {
     let mut ip = parse::ipv4(ctx)?;
     if ip.kind == L4Kind::IcmpError {
         return match icmp::handle(ctx, &ip)? {
-            ErrorVerdict::Translated => Ok(PASS),
+            ErrorVerdict::Translated | ErrorVerdict::TrackedUntranslated => Ok(PASS),
             ErrorVerdict::Untranslated => guard_containers(&ip, DropReason::WanToContainer),
         };
     }
@@ -143,7 +143,7 @@ pub fn try_egress(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let mut ip = parse::ipv4(ctx)?;
     let known = if ip.kind == L4Kind::IcmpError {
-        matches!(icmp::handle(ctx, &ip)?, ErrorVerdict::Translated)
+        !matches!(icmp::handle(ctx, &ip)?, ErrorVerdict::Untranslated)
     } else if frag::track(&mut ip) {
         known_flow(ctx, &ip, &ip.key())?.is_some()
     } else {

@@ -8,9 +8,10 @@ use crate::dataplane::Dataplane as _;
 use super::{
     datapath::with_lab,
     lab::{
-        Hook, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, from_container, on_uplink,
+        Hook, ROUTER, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, UPLINK_IP, WAN, from_container,
+        on_uplink,
     },
-    packet::{self, Ip, SYN, TCP, UDP},
+    packet::{self, ICMP, Ip, SYN, TCP, UDP},
 };
 
 #[test]
@@ -209,6 +210,23 @@ fn the_wan_reaches_containers_only_through_published_ports_and_replies() {
         assert_eq!(f[26..34], back[26..34], "addresses untouched");
         let other = on_uplink(&Ip::new(WAN, cm, TCP, packet::tcp(80, 3002, SYN, b"")));
         assert_eq!(lab.up_in(&other).0, TC_ACT_SHOT);
+        // Errors about its flows come back too (PMTU discovery), untouched; one about a
+        // flow it never had does not.
+        let too_big = on_uplink(&Ip::new(
+            ROUTER,
+            cm,
+            ICMP,
+            packet::icmp_error(3, 4, &frame[14..]),
+        ));
+        assert_eq!(lab.up_in(&too_big), (TC_ACT_OK, too_big.clone()));
+        let unknown = Ip::new(cm, WAN, TCP, packet::tcp(3009, 80, SYN, b""));
+        let stray = on_uplink(&Ip::new(
+            ROUTER,
+            cm,
+            ICMP,
+            packet::icmp_error(3, 4, &from_container(&lab.cm, &unknown)[14..]),
+        ));
+        assert_eq!(lab.up_in(&stray).0, TC_ACT_SHOT);
 
         // The host's own traffic is not masqueraded or tracked.
         let host = on_uplink(&Ip::new(
