@@ -6,6 +6,7 @@ use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use super::{
+    networks::fnv1a,
     service::{Inner, publication_view},
     txn::{Undo, UndoLog},
 };
@@ -343,11 +344,6 @@ impl Inner {
 /// Host-side veth name: stable for an (endpoint, network) pair so a restart can recreate
 /// it, short enough for IFNAMSIZ.
 pub(crate) fn host_ifname(endpoint: &str, network: &str) -> String {
-    // FNV-1a: stable across builds, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in endpoint.bytes().chain([0]).chain(network.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a(endpoint.bytes().chain([0]).chain(network.bytes()));
     format!("nd{:010x}", h & 0xff_ffff_ffff)
 }

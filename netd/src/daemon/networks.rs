@@ -41,12 +41,8 @@ impl Inner {
             )));
         }
         let existing = &self.state.networks;
-        let subnet = match &req.subnet {
-            Some(s) => s.clone(),
-            None => ipam::choose_subnet(existing)?.to_string(),
-        };
-        let (subnet, gateway, ip_range) = ipam::validate_network(
-            &subnet,
+        let (subnet, gateway, ip_range) = ipam::plan_network(
+            req.subnet.as_deref(),
             req.gateway.as_deref(),
             req.ip_range.as_deref(),
             existing,
@@ -152,9 +148,70 @@ impl Inner {
     }
 }
 
-/// `nd-<name>`, cut to what an interface name can hold.
+/// `nd-<name>` when that fits in an interface name; otherwise `nd-` and 12 hex digits
+/// of a hash of the whole name, so that long names sharing a prefix
+/// (`myapplication_front`, `myapplication_back`) get different bridges. Only the name
+/// goes in, so a network keeps its bridge name across restarts and releases.
 pub(crate) fn default_bridge_name(network: &str) -> String {
-    let mut name = format!("nd-{network}");
-    name.truncate(IFNAMSIZ_MAX);
-    name
+    let name = format!("nd-{network}");
+    if name.len() <= IFNAMSIZ_MAX {
+        return name;
+    }
+    format!("nd-{:012x}", fnv1a(network.bytes()) & 0xffff_ffff_ffff)
+}
+
+/// 64-bit FNV-1a: stable across builds and releases, unlike std's hasher, as a name
+/// derived from it must be (bridges here, veths in [`super::endpoints::host_ifname`]).
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{daemon::endpoints::host_ifname, state::names};
+
+    #[test]
+    fn default_bridge_name_is_nd_name_when_it_fits() {
+        assert_eq!(default_bridge_name("net"), "nd-net");
+        // 12 characters: exactly 15 bytes with the prefix.
+        assert_eq!(default_bridge_name("abcdefghijkl"), "nd-abcdefghijkl");
+    }
+
+    #[test]
+    fn long_network_names_sharing_a_prefix_get_distinct_bridges() {
+        let front = default_bridge_name("myapplication_front");
+        let back = default_bridge_name("myapplication_back");
+        assert_ne!(front, back);
+        for (net, bridge) in [
+            ("myapplication_front", &front),
+            ("myapplication_back", &back),
+        ] {
+            assert!(bridge.starts_with("nd-"), "{bridge}");
+            assert_eq!(bridge.len(), IFNAMSIZ_MAX, "{bridge}");
+            names::validate_ifname("bridge", bridge).unwrap();
+            // Stable: the same name always gives the same bridge.
+            assert_eq!(&default_bridge_name(net), bridge);
+        }
+        // Just one byte too long for nd-NAME.
+        let thirteen = default_bridge_name("abcdefghijklm");
+        assert_ne!(thirteen, default_bridge_name("abcdefghijkl"));
+        assert_ne!(thirteen, "nd-abcdefghijkl");
+        // Golden values: the same name gets the same bridge from one release to the next.
+        assert_eq!(front, "nd-168b20bb9cc3");
+        assert_eq!(back, "nd-9fc06c1a35cf");
+    }
+
+    #[test]
+    fn hashed_names_stay_what_they_were() {
+        // The published FNV-1a 64 test vector.
+        assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
+        // A veth's name from before the hash was shared: a restart must find it again.
+        assert_eq!(host_ifname("web", "front"), "nd9e82f56a12");
+    }
 }

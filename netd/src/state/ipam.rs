@@ -6,6 +6,8 @@
 //!   ("invalid subnet 172.20.0.5/16: it should be 172.20.0.0/16"); older Docker silently
 //!   truncated, which hid typos.
 //! - The default gateway is the subnet's first host address.
+//! - A gateway or ip-range without a subnet is refused ("every ip-range or gateway must
+//!   have a corresponding subnet"), rather than checked against a pool subnet.
 //! - A requested `--ip` must lie in the subnet, but may lie outside `--ip-range`: that is
 //!   how Docker users keep static addresses clear of dynamic ones.
 //! - Dynamic allocation is serial: it continues after the last address handed out and
@@ -48,6 +50,10 @@ pub enum IpamError {
         subnet: Ipv4Net,
         role: &'static str,
     },
+    #[error(
+        "invalid {what} {input:?}: every ip-range or gateway must have a corresponding subnet; pass --subnet as well"
+    )]
+    NoSubnet { what: &'static str, input: String },
     #[error("invalid ip-range {range}: parent subnet {subnet} doesn't contain it")]
     RangeOutside { range: Ipv4Net, subnet: Ipv4Net },
     #[error(
@@ -210,6 +216,39 @@ pub fn validate_network(
         });
     }
     Ok((subnet, gateway, ip_range))
+}
+
+/// [`validate_network`] for a create request, with the subnet picked from the default
+/// pools when none is given. As in Docker and podman, a gateway or ip-range needs an
+/// explicit subnet: checked against a subnet the user never saw, it would be refused for
+/// a reason they cannot act on, or accepted in a subnet they did not expect.
+pub fn plan_network(
+    subnet: Option<&str>,
+    gateway: Option<&str>,
+    ip_range: Option<&str>,
+    existing: &[Network],
+) -> Result<(Ipv4Net, Ipv4Addr, Option<Ipv4Net>), IpamError> {
+    let chosen;
+    let subnet = match (subnet, gateway, ip_range) {
+        (Some(s), _, _) => s,
+        (None, Some(input), _) => {
+            return Err(IpamError::NoSubnet {
+                what: "gateway",
+                input: input.into(),
+            });
+        }
+        (None, None, Some(input)) => {
+            return Err(IpamError::NoSubnet {
+                what: "ip-range",
+                input: input.into(),
+            });
+        }
+        (None, None, None) => {
+            chosen = choose_subnet(existing)?.to_string();
+            &chosen
+        }
+    };
+    validate_network(subnet, gateway, ip_range, existing)
 }
 
 fn first_host(subnet: &Ipv4Net) -> Ipv4Addr {
@@ -443,6 +482,52 @@ mod tests {
             &["10.0.0.0/8", "\"db\"", "10.5.0.0/24"],
         );
         validate_network("10.6.0.0/24", None, None, &existing).unwrap();
+    }
+
+    #[test]
+    fn plan_refuses_gateway_or_ip_range_without_subnet() {
+        let existing = [net("netd0", "172.17.0.0/16")];
+        // 172.18.0.1 lies in the subnet that would be picked: still refused, as in Docker.
+        let e = err_mentions(
+            plan_network(None, Some("172.18.0.1"), None, &existing),
+            &["gateway \"172.18.0.1\"", "must have a corresponding subnet"],
+        );
+        assert!(!e.is_conflict());
+        err_mentions(
+            plan_network(None, None, Some("172.18.1.0/24"), &existing),
+            &[
+                "ip-range \"172.18.1.0/24\"",
+                "must have a corresponding subnet",
+            ],
+        );
+        err_mentions(
+            plan_network(None, Some("10.0.0.1"), Some("10.0.0.0/25"), &existing),
+            &["gateway \"10.0.0.1\"", "--subnet"],
+        );
+    }
+
+    #[test]
+    fn plan_picks_a_subnet_or_validates_the_given_one() {
+        let existing = [net("netd0", "172.17.0.0/16")];
+        let (s, g, r) = plan_network(None, None, None, &existing).unwrap();
+        assert_eq!(
+            (s.to_string(), g, r),
+            ("172.18.0.0/16".into(), ip("172.18.0.1"), None)
+        );
+        let (s, g, r) = plan_network(
+            Some("10.0.0.0/24"),
+            Some("10.0.0.9"),
+            Some("10.0.0.0/25"),
+            &existing,
+        )
+        .unwrap();
+        assert_eq!(s.to_string(), "10.0.0.0/24");
+        assert_eq!(g, ip("10.0.0.9"));
+        assert_eq!(r.unwrap().to_string(), "10.0.0.0/25");
+        err_mentions(
+            plan_network(Some("172.17.0.0/24"), None, None, &existing),
+            &["172.17.0.0/24", "netd0"],
+        );
     }
 
     #[test]
