@@ -60,32 +60,45 @@ impl fmt::Display for MacAddr {
     }
 }
 
-/// Error for a string that is not a MAC address.
+/// Error for a string that is not a MAC address an interface can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid MAC address {0:?}: expected six hex bytes separated by ':', e.g. 02:42:ac:11:00:02"
-)]
-pub struct MacParseError(pub String);
+#[error("invalid MAC address {input:?}: {reason}")]
+pub struct MacParseError {
+    pub input: String,
+    pub reason: &'static str,
+}
 
 impl FromStr for MacAddr {
     type Err = MacParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError(s.to_string());
+        let err = |reason| MacParseError {
+            input: s.to_string(),
+            reason,
+        };
+        let malformed = || err("expected six hex bytes separated by ':', e.g. 02:42:ac:11:00:02");
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut out {
-            let p = parts.next().ok_or_else(err)?;
-            if p.len() != 2 {
-                return Err(err());
+            let p = parts.next().ok_or_else(malformed)?;
+            // Two hex digits exactly: from_str_radix alone also takes a sign ("+2").
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(malformed());
             }
-            *byte = u8::from_str_radix(p, 16).map_err(|_| err())?;
+            *byte = u8::from_str_radix(p, 16).map_err(|_| malformed())?;
         }
         if parts.next().is_some() {
-            return Err(err());
+            return Err(malformed());
         }
         if out[0] & 1 == 1 {
             // A multicast source address would be dropped by every bridge.
-            return Err(err());
+            return Err(err(
+                "it is a multicast address (the first byte is odd); an interface needs a unicast one, e.g. 02:42:ac:11:00:02",
+            ));
+        }
+        if out == [0; 6] {
+            return Err(err(
+                "the all-zero address cannot be assigned to an interface",
+            ));
         }
         Ok(MacAddr(out))
     }
@@ -291,11 +304,42 @@ mod tests {
             "02:42:ac:11:00",
             "02:42:ac:11:00:02:03",
             "zz:42:ac:11:00:02",
-            "01:00:5e:00:00:01",
             "2:42:ac:11:00:02",
+            "+2:42:ac:11:00:02",
+            "02:42:ac:11:00:+2",
+            "02-42-ac-11-00-02",
+            "02:42:ac:11:00:02:",
         ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+            let e = bad.parse::<MacAddr>().expect_err(bad).to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains("expected six hex bytes"), "{e}");
         }
+        assert_eq!(
+            "02:42:AC:11:00:02".parse::<MacAddr>().unwrap().to_string(),
+            "02:42:ac:11:00:02"
+        );
+    }
+
+    #[test]
+    fn mac_parse_names_multicast_and_all_zero() {
+        for bad in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "33:33:00:00:00:01",
+        ] {
+            let e = bad.parse::<MacAddr>().expect_err(bad).to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains("multicast"), "{e}");
+            assert!(!e.contains("six hex bytes"), "{e}");
+        }
+        let e = "00:00:00:00:00:00"
+            .parse::<MacAddr>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"00:00:00:00:00:00\""), "{e}");
+        assert!(e.contains("all-zero"), "{e}");
+        // Zero bytes elsewhere are fine.
+        assert!("02:00:00:00:00:00".parse::<MacAddr>().is_ok());
     }
 
     #[test]
