@@ -11,6 +11,18 @@ use crate::{
     model::PortRange,
 };
 
+/// Largest `--conntrack-max`: 2^24 flows, 64 times the default.
+///
+/// The eBPF conntrack and NAT maps are preallocated LRU hashes: the README measures
+/// 116 MiB for the default 262,144 flows (each with two NAT entries), about 464 bytes a
+/// flow, so the cap costs about 7.25 GiB of kernel memory: generous (beyond the
+/// nf_conntrack_max of busy hosts), yet a size a large host can allocate. Above it, up to
+/// u32::MAX, a typo would only fail once the daemon creates the maps, with the kernel's
+/// E2BIG or ENOMEM, or succeed and pin most of the host's memory.
+pub const CONNTRACK_MAX_LIMIT: u32 = 1 << 24;
+/// Largest `--nat-max`: two NAT entries for each of [`CONNTRACK_MAX_LIMIT`] flows.
+pub const NAT_MAX_LIMIT: u32 = 2 * CONNTRACK_MAX_LIMIT;
+
 fn defaults() -> DaemonConfig {
     DaemonConfig::with_defaults()
 }
@@ -43,13 +55,15 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "START-END", value_parser = parse_port_range,
           default_value_t = defaults().snat_ports)]
     pub snat_ports: PortRange,
-    /// Capacity of the conntrack table
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+    /// Capacity of the conntrack table, at most 16777216 (2^24)
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(CONNTRACK_MAX_LIMIT)),
           default_value_t = defaults().conntrack_max)]
     pub conntrack_max: u32,
-    /// Capacity of the NAT table (two entries per translated flow) [default: twice
-    /// --conntrack-max]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    /// Capacity of the NAT table (two entries per translated flow), at most 33554432
+    /// (2^25) [default: twice --conntrack-max]
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(2..=i64::from(NAT_MAX_LIMIT)))]
     pub nat_max: Option<u32>,
     /// cgroup v2 whose processes reach published ports at 127.0.0.1 and the host's
     /// addresses [default: the v2 root: /sys/fs/cgroup/unified or /sys/fs/cgroup]
@@ -97,12 +111,112 @@ impl DaemonArgs {
 
 /// `START-END`, inclusive, `START <= END`, no port 0.
 pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
-    let bad = || format!("invalid port range {s:?}: expected START-END, e.g. 61000-65535");
-    let (start, end) = s.split_once('-').ok_or_else(bad)?;
-    let start: u16 = start.trim().parse().map_err(|_| bad())?;
-    let end: u16 = end.trim().parse().map_err(|_| bad())?;
-    if start == 0 || start > end {
-        return Err(bad());
+    let invalid = |reason: String| format!("invalid port range {s:?}: {reason}");
+    let (start, end) = s
+        .split_once('-')
+        .ok_or_else(|| invalid("expected START-END, e.g. 61000-65535".into()))?;
+    let port = |what: &str, p: &str| -> Result<u16, String> {
+        let p = p.trim();
+        // Digits only: u16's parser would also take a sign ("+5").
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(format!(
+                "{what} {p:?} is not a port number; expected START-END, e.g. 61000-65535"
+            )));
+        }
+        match p.parse::<u16>() {
+            Ok(0) => Err(invalid(format!(
+                "{what} is port 0, which cannot be used; ports are 1-65535"
+            ))),
+            Ok(n) => Ok(n),
+            Err(_) => Err(invalid(format!(
+                "{what} {p} is out of range; ports are 1-65535"
+            ))),
+        }
+    };
+    let (start, end) = (port("START", start)?, port("END", end)?);
+    if start > end {
+        return Err(invalid(format!(
+            "START {start} is greater than END {end}; did you mean {end}-{start}?"
+        )));
     }
     Ok(PortRange { start, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DaemonArgs, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("netd").chain(args.iter().copied())).map(|c| c.daemon)
+    }
+
+    fn range_err(s: &str) -> String {
+        parse_port_range(s).expect_err(s)
+    }
+
+    #[test]
+    fn port_range_errors_say_what_is_wrong() {
+        let cases = [
+            ("0-10", "port 0"),
+            ("0-0", "port 0"),
+            ("10-0", "port 0"),
+            ("65535-1", "START 65535 is greater than END 1"),
+            ("1-70000", "70000 is out of range"),
+            ("+1-10", "\"+1\" is not a port number"),
+            ("100", "expected START-END"),
+            ("a-b", "\"a\" is not a port number"),
+            ("-", "\"\" is not a port number"),
+        ];
+        for (input, reason) in cases {
+            let e = range_err(input);
+            assert!(e.contains(&format!("{input:?}")), "{input}: {e}");
+            assert!(e.contains(reason), "{input}: {e:?} should say {reason:?}");
+        }
+        assert!(range_err("65535-1").contains("65535-1"));
+        assert!(
+            !range_err("0-10").contains("START-END"),
+            "{}",
+            range_err("0-10")
+        );
+        assert_eq!(
+            parse_port_range("61000-65535"),
+            Ok(PortRange {
+                start: 61000,
+                end: 65535
+            })
+        );
+        assert_eq!(parse_port_range("7-7"), Ok(PortRange::single(7)));
+    }
+
+    #[test]
+    fn table_sizes_are_capped() {
+        let cap = CONNTRACK_MAX_LIMIT.to_string();
+        let args = parse(&["--conntrack-max", &cap]).unwrap();
+        // The default NAT size, twice the conntrack size, is within its own cap.
+        assert_eq!(args.config("/s".into()).nat_max, NAT_MAX_LIMIT);
+        parse(&["--nat-max", &NAT_MAX_LIMIT.to_string()]).unwrap();
+        for (flag, too_big) in [
+            ("--conntrack-max", (CONNTRACK_MAX_LIMIT + 1).to_string()),
+            ("--conntrack-max", u32::MAX.to_string()),
+            ("--nat-max", (NAT_MAX_LIMIT + 1).to_string()),
+            ("--nat-max", u32::MAX.to_string()),
+        ] {
+            let e = parse(&[flag, &too_big]).expect_err(&too_big);
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {too_big}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(&too_big) && msg.contains(flag), "{msg}");
+        }
+    }
 }
