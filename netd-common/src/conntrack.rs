@@ -49,6 +49,10 @@ pub const CT_ESTABLISHED: u8 = 2;
 pub const CT_CLOSING: u8 = 3;
 /// TCP: RST, or FIN in both directions.
 pub const CT_CLOSED: u8 = 4;
+/// TCP: the responder answered the SYN, the originator has not acknowledged it yet. A
+/// partially open connection is transitory (RFC 5382): a SYN flood whose SYN-ACKs are
+/// never acknowledged must not hold entries for the established timeout.
+pub const CT_SYN_RECV: u8 = 5;
 
 /// The flow is source-translated (masquerade, or the hairpin's source half).
 pub const CT_F_SNAT: u8 = 1 << 0;
@@ -75,7 +79,7 @@ pub struct CtEntry {
     pub translated: FlowKey,
     /// Publication the flow came in through (0: none).
     pub pub_id: u32,
-    /// `CT_NEW`..`CT_CLOSED`.
+    /// One of the `CT_*` states (not a range: `CT_SYN_RECV` came last).
     pub state: u8,
     /// `CT_F_*` bits.
     pub flags: u8,
@@ -150,11 +154,34 @@ pub const fn tcp_transition(state: u8, flags: u8, reply: bool, tcp_flags: u8) ->
     } else if flags & both_fin != 0 {
         CT_CLOSING
     } else if state == CT_NEW && reply {
+        // Half open until the originator acknowledges the reply.
+        CT_SYN_RECV
+    } else if state == CT_SYN_RECV && !reply && tcp_flags & TCP_ACK != 0 {
         CT_ESTABLISHED
     } else {
         state
     };
     (state, flags)
+}
+
+/// The next `(state, flags)` of a flow of protocol `proto` after a packet travelling in
+/// the reply direction if `reply`. `tcp_flags` is `None` when the packet carries no
+/// transport header (a later fragment): for TCP that says nothing about the connection,
+/// so the state stays as it is (the caller still refreshes the timestamp); running the
+/// datagram machine instead would turn a closed flow back to established.
+#[inline(always)]
+pub const fn transition(
+    proto: u8,
+    state: u8,
+    flags: u8,
+    reply: bool,
+    tcp_flags: Option<u8>,
+) -> (u8, u8) {
+    match tcp_flags {
+        Some(f) if proto == IPPROTO_TCP => tcp_transition(state, flags, reply, f),
+        _ if proto == IPPROTO_TCP => (state, flags),
+        _ => datagram_transition(state, flags, reply),
+    }
 }
 
 /// The state of a UDP or ICMP flow after a packet.
@@ -203,6 +230,7 @@ pub const fn timeout_ns(proto: u8, state: u8) -> u64 {
 pub const fn state_name(proto: u8, state: u8) -> &'static str {
     match (proto, state) {
         (IPPROTO_TCP, CT_NEW) => "syn_sent",
+        (IPPROTO_TCP, CT_SYN_RECV) => "syn_recv",
         (IPPROTO_TCP, CT_CLOSING) => "closing",
         (IPPROTO_TCP, CT_CLOSED) => "closed",
         (_, CT_ESTABLISHED) => "established",
@@ -220,9 +248,10 @@ mod tests {
         let s = tcp_initial_state(TCP_SYN);
         assert_eq!(s, CT_NEW);
         let (s, f) = tcp_transition(s, 0, true, TCP_SYN | TCP_ACK);
-        assert_eq!(s, CT_ESTABLISHED);
+        assert_eq!(s, CT_SYN_RECV);
         let (s, f) = tcp_transition(s, f, false, TCP_ACK);
         assert_eq!(s, CT_ESTABLISHED);
+        assert_eq!(timeout_ns(IPPROTO_TCP, s), TCP_ESTABLISHED_TIMEOUT);
         let (s, f) = tcp_transition(s, f, false, TCP_FIN | TCP_ACK);
         assert_eq!(s, CT_CLOSING);
         assert_eq!(timeout_ns(IPPROTO_TCP, s), TCP_TRANSITORY_TIMEOUT);
@@ -230,6 +259,67 @@ mod tests {
         assert_eq!(s, CT_CLOSED);
         let (s, _) = tcp_transition(s, f, false, TCP_ACK);
         assert_eq!(s, CT_CLOSED, "the last ACK keeps it closed");
+    }
+
+    #[test]
+    fn an_unacknowledged_syn_ack_stays_transitory() {
+        let (s, f) = tcp_transition(CT_NEW, 0, true, TCP_SYN | TCP_ACK);
+        assert_eq!(s, CT_SYN_RECV, "half open");
+        assert_eq!(timeout_ns(IPPROTO_TCP, s), TCP_TRANSITORY_TIMEOUT);
+        assert_eq!(state_name(IPPROTO_TCP, s), "syn_recv");
+        // Retransmitted SYN-ACKs and SYNs keep it half open.
+        let (s, f) = tcp_transition(s, f, true, TCP_SYN | TCP_ACK);
+        assert_eq!(s, CT_SYN_RECV);
+        let (s, f) = tcp_transition(s, f, false, TCP_SYN);
+        assert_eq!(s, CT_SYN_RECV);
+        // An ACK from the responder's side does not complete it either.
+        let (s, f) = tcp_transition(s, f, true, TCP_ACK);
+        assert_eq!(s, CT_SYN_RECV);
+        // Only the originator's ACK does.
+        assert_eq!(tcp_transition(s, f, false, TCP_ACK).0, CT_ESTABLISHED);
+        // An originator ACK before any reply does not establish anything.
+        assert_eq!(tcp_transition(CT_NEW, 0, false, TCP_ACK).0, CT_NEW);
+        // A RST or FINs both ways still close a half-open flow.
+        assert_eq!(tcp_transition(s, f, true, TCP_RST).0, CT_CLOSED);
+        let (s2, f2) = tcp_transition(s, f, false, TCP_FIN | TCP_ACK);
+        assert_eq!(s2, CT_CLOSING);
+        assert_eq!(tcp_transition(s2, f2, true, TCP_FIN | TCP_ACK).0, CT_CLOSED);
+    }
+
+    #[test]
+    fn a_later_tcp_fragment_keeps_the_state() {
+        for s in [CT_NEW, CT_SYN_RECV, CT_ESTABLISHED, CT_CLOSING, CT_CLOSED] {
+            for reply in [false, true] {
+                assert_eq!(
+                    transition(IPPROTO_TCP, s, CT_F_SNAT, reply, None),
+                    (s, CT_F_SNAT),
+                    "state {s}, reply {reply}"
+                );
+            }
+        }
+        // With flags, TCP runs its own machine; datagrams run theirs either way.
+        assert_eq!(
+            transition(IPPROTO_TCP, CT_CLOSED, 0, true, Some(TCP_ACK)).0,
+            CT_CLOSED
+        );
+        assert_eq!(
+            transition(IPPROTO_UDP, CT_NEW, 0, true, None),
+            (CT_ESTABLISHED, CT_F_SEEN_REPLY)
+        );
+        assert_eq!(
+            transition(IPPROTO_ICMP, CT_NEW, 0, false, None),
+            (CT_NEW, 0)
+        );
+    }
+
+    #[test]
+    fn every_state_has_a_name() {
+        for s in [CT_NEW, CT_SYN_RECV, CT_ESTABLISHED, CT_CLOSING, CT_CLOSED] {
+            assert_ne!(state_name(IPPROTO_TCP, s), "unknown", "state {s}");
+        }
+        for s in [CT_NEW, CT_ESTABLISHED] {
+            assert_ne!(state_name(IPPROTO_UDP, s), "unknown", "state {s}");
+        }
     }
 
     #[test]

@@ -14,8 +14,7 @@ use aya_ebpf::{
 use netd_common::{
     conntrack::{
         CT_CLOSED, CT_F_DNAT, CT_F_SEEN_REPLY, CT_F_SNAT, CT_NEW, CtEntry, FlowKey, HostFlow,
-        IPPROTO_TCP, SECOND_NS, datagram_transition, host_flow_live, tcp_initial_state,
-        tcp_transition, timeout_ns,
+        IPPROTO_TCP, SECOND_NS, host_flow_live, tcp_initial_state, timeout_ns, transition,
     },
     stats::DropReason,
 };
@@ -34,7 +33,7 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// Whether the packet carries TCP flags the state machine can use.
+/// The packet's TCP flags, if it is TCP and carries them (a later fragment does not).
 #[inline(always)]
 fn tcp_flags(ip: &Ip4) -> Option<u8> {
     (ip.proto == IPPROTO_TCP && ip.kind == L4Kind::Ports).then_some(ip.tcp_flags)
@@ -105,10 +104,8 @@ pub fn touch(
     };
     // SAFETY: a map value; concurrent writers race benignly on these plain fields.
     let ct = unsafe { &mut *ct };
-    let (state, flags) = match tcp_flags(ip) {
-        Some(f) => tcp_transition(ct.state, ct.flags, reply, f),
-        None => datagram_transition(ct.state, ct.flags, reply),
-    };
+    // A later TCP fragment keeps the state and only refreshes the timestamp.
+    let (state, flags) = transition(ip.proto, ct.state, ct.flags, reply, tcp_flags(ip));
     let now = now();
     // Refresh the timestamp at most once a second: fewer cache-line writes per flow.
     if state != ct.state || flags != ct.flags || now.wrapping_sub(ct.last_seen_ns) > SECOND_NS {

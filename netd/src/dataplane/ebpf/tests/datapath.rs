@@ -56,6 +56,9 @@ fn snat_keeps_the_port_and_reverse_snat_restores_the_container() {
             (lab.c1.mac, 63),
             "fast path into the container"
         );
+        // The container's ACK completes the handshake: established from here on.
+        let ack = Ip::new(c1, WAN, TCP, packet::tcp(40000, 80, ACK, b""));
+        assert_eq!(lab.up_out(&from_container(&lab.c1, &ack)).0, TC_ACT_OK);
 
         // Larger than the network's MTU: left to the host stack, which can fragment it
         // or send "fragmentation needed".

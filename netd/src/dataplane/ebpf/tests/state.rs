@@ -249,3 +249,79 @@ fn ten_thousand_single_ports_and_a_full_range_table() {
         );
     });
 }
+
+/// The state and seconds left of the masqueraded TCP flow from c1:`sport` to the wan.
+fn tcp_flow(lab: &Lab, sport: u16) -> (String, u64) {
+    let orig = format!("{}:{sport} -> {WAN}:80", lab.c1.ip);
+    let flows = lab.dp.conntrack().unwrap();
+    let f = flows
+        .iter()
+        .find(|f| f.original == orig)
+        .unwrap_or_else(|| panic!("{orig} in {flows:?}"));
+    (f.state.clone(), f.expires_in_secs)
+}
+
+#[test]
+fn a_syn_ack_never_acknowledged_keeps_the_flow_transitory() {
+    with_lab("half-open", |lab| {
+        let c1 = lab.c1.ip;
+        let syn = Ip::new(c1, WAN, TCP, packet::tcp(5300, 80, SYN, b""));
+        assert_eq!(lab.up_out(&from_container(&lab.c1, &syn)).0, TC_ACT_OK);
+        let syn_ack = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(80, 5300, SYN | ACK, b""));
+        assert_eq!(parse(&lab.up_in(&on_uplink(&syn_ack)).1).dst, c1);
+        let (state, expires) = tcp_flow(lab, 5300);
+        assert_eq!(state, "syn_recv");
+        assert!(expires <= 240, "half open: 4 min at most, not {expires} s");
+
+        // The originator's ACK completes the handshake.
+        let ack = Ip::new(c1, WAN, TCP, packet::tcp(5300, 80, ACK, b""));
+        assert_eq!(lab.up_out(&from_container(&lab.c1, &ack)).0, TC_ACT_OK);
+        let (state, expires) = tcp_flow(lab, 5300);
+        assert_eq!(state, "established");
+        assert!(expires >= 7440 - 5, "{expires} s");
+    });
+}
+
+#[test]
+fn a_later_tcp_fragment_does_not_reopen_a_closed_flow() {
+    with_lab("frag-closed", |lab| {
+        let c1 = lab.c1.ip;
+        for (ip, out) in [
+            (Ip::new(c1, WAN, TCP, packet::tcp(5301, 80, SYN, b"")), true),
+            (
+                Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(80, 5301, SYN | ACK, b"")),
+                false,
+            ),
+            (Ip::new(c1, WAN, TCP, packet::tcp(5301, 80, ACK, b"")), true),
+            (
+                Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(80, 5301, packet::RST, b"")),
+                false,
+            ),
+        ] {
+            let rc = if out {
+                lab.up_out(&from_container(&lab.c1, &ip)).0
+            } else {
+                lab.up_in(&on_uplink(&ip)).0
+            };
+            assert_ne!(rc, TC_ACT_SHOT);
+        }
+        assert_eq!(tcp_flow(lab, 5301).0, "closed");
+
+        // A fragmented segment from the server: the first fragment carries the flags,
+        // the later one none.
+        let mut first = Ip::new(WAN, UPLINK_IP, TCP, packet::tcp(80, 5301, ACK, &[7u8; 4]));
+        first.frag = 0x2000;
+        first.id = 0x5301;
+        first.l4_csum = false;
+        assert_eq!(parse(&lab.up_in(&on_uplink(&first)).1).dst, c1);
+        assert_eq!(tcp_flow(lab, 5301).0, "closed");
+        let mut later = Ip::new(WAN, UPLINK_IP, TCP, vec![9u8; 16]);
+        later.frag = 3; // offset 24 bytes, last fragment
+        later.id = 0x5301;
+        later.l4_csum = false;
+        assert_eq!(parse(&lab.up_in(&on_uplink(&later)).1).dst, c1);
+        let (state, expires) = tcp_flow(lab, 5301);
+        assert_eq!(state, "closed", "the later fragment keeps the state");
+        assert!(expires <= 10, "{expires} s");
+    });
+}
