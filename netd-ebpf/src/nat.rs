@@ -4,9 +4,9 @@
 //! entries: `O -> T` for the original direction and `rev(T) -> rev(O)` for replies. They
 //! are inserted reverse first, both with BPF_NOEXIST: a taken reverse key means the
 //! candidate port is in use; a taken forward key means another CPU created the same flow
-//! meanwhile, and the reverse half is rolled back. When the LRU evicts one half of a live
-//! flow, the next packet that hits the other half restores it, so an established flow
-//! never changes its translation (Cilium #34833).
+//! meanwhile, and the reverse half is rolled back unless that flow uses it too. When the
+//! LRU evicts one half of a live flow, the next packet that hits the other half restores
+//! it, so an established flow never changes its translation (Cilium #34833).
 
 use core::ptr::write_volatile;
 
@@ -142,7 +142,17 @@ fn insert_pair(
         hop: NextHop::default(),
     };
     if NETD_NAT.insert(o, fwd, u64::from(BPF_NOEXIST)).is_err() {
-        if !own_reverse {
+        // Roll back the reverse half only if this CPU inserted it and the flow that won
+        // has another translation (two CPUs probing different SNAT ports). If the winner
+        // translates to `t` too, the reverse half is its own: it found ours in place,
+        // took it for its own (same rewrite) and inserted its forward half between our
+        // two inserts; removing it would leave that flow without its reply half.
+        //
+        // No deterministic test: the window lies between two map updates of one program
+        // run, and BPF_PROG_TEST_RUN runs a program to its end; no packet can reach this
+        // point with the forward key already taken, since every caller looks the key up
+        // first and that lookup restores a missing reverse half instead.
+        if !own_reverse && peek(o).is_none_or(|e| e.rewrite != *t) {
             let _ = NETD_NAT.remove(rev_key);
         }
         return Err(PairError::Exists);
