@@ -83,7 +83,7 @@ impl Inner {
             endpoint: endpoint.name.clone(),
             network,
             proto: spec.proto,
-            host_ip: spec.host_ip.filter(|ip| !ip.is_unspecified()),
+            host_ip: spec.bind_ip(),
             host_ports,
             container_ports,
         })
@@ -138,15 +138,7 @@ impl Inner {
             .map(|s| s.parse::<PortSpec>().map_err(Error::from))
             .transpose()?;
         let matches = |p: &Publication| {
-            p.endpoint == req.endpoint
-                && spec.as_ref().is_none_or(|s| {
-                    s.proto == p.proto
-                        && s.container_ports == p.container_ports
-                        && s.host_ports.is_none_or(|h| h == p.host_ports)
-                        && s.host_ip.is_none_or(|ip| {
-                            Some(ip) == p.host_ip || (ip.is_unspecified() && p.host_ip.is_none())
-                        })
-                })
+            p.endpoint == req.endpoint && spec.as_ref().is_none_or(|s| s.matches(p))
         };
         let gone: Vec<Publication> = self
             .state

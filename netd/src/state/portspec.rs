@@ -18,7 +18,9 @@ use crate::model::{PortRange, Proto, Publication};
 /// A parsed `-p` argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortSpec {
-    /// `None` is every host address.
+    /// As written: `None` when no host IP was given, `Some(0.0.0.0)` when every address
+    /// was asked for explicitly. Both publish on every address (see [`PortSpec::bind_ip`]);
+    /// they differ only in what they match (see [`PortSpec::matches`]).
     pub host_ip: Option<Ipv4Addr>,
     /// `None` lets netd choose.
     pub host_ports: Option<PortRange>,
@@ -157,9 +159,7 @@ impl FromStr for PortSpec {
                 Ipv4Addr::from_str(ip)
                     .map_err(|_| invalid(spec, format!("host IP {ip:?} is not an IPv4 address")))
             })
-            .transpose()?
-            // 0.0.0.0 is Docker's spelling of "every address": the same as no IP.
-            .filter(|ip| !ip.is_unspecified());
+            .transpose()?;
         let container_ports = parse_range(spec, "container port", container)?;
         let host_ports = host
             .map(|h| parse_range(spec, "host port", h))
@@ -211,6 +211,35 @@ impl fmt::Display for PortSpec {
     }
 }
 
+impl PortSpec {
+    /// The host address to publish on: `None` is every address, whether the spec left the
+    /// IP out or wrote 0.0.0.0 (Docker's spelling of "every address").
+    pub fn bind_ip(&self) -> Option<Ipv4Addr> {
+        self.host_ip.filter(|ip| !ip.is_unspecified())
+    }
+
+    /// Whether `netd port unpublish ENDPOINT SPEC` removes `p` (the caller checks the
+    /// endpoint). The spec that published `p` matches it:
+    /// - a host range onto one container port matches the port chosen from that range;
+    /// - other host ports must be equal, and no host port matches any;
+    /// - no host IP matches any address; an explicit 0.0.0.0 only a publication on every
+    ///   address; any other IP only a publication on that IP.
+    pub fn matches(&self, p: &Publication) -> bool {
+        let ports = match self.host_ports {
+            None => true,
+            Some(h) if h.len() == self.container_ports.len() => h == p.host_ports,
+            // "One free port of the range" (check_lengths allows no other mismatch).
+            Some(h) => h.start <= p.host_ports.start && p.host_ports.end <= h.end,
+        };
+        let ip = match self.host_ip {
+            None => true,
+            Some(ip) if ip.is_unspecified() => p.host_ip.is_none_or(|a| a.is_unspecified()),
+            Some(ip) => p.host_ip == Some(ip),
+        };
+        self.proto == p.proto && self.container_ports == p.container_ports && ports && ip
+    }
+}
+
 /// The host ports `spec` will use, given what is already published: as many as the
 /// container range has, contiguous.
 ///
@@ -228,7 +257,7 @@ pub fn resolve_host_ports(
         endpoint: String::new(),
         network: String::new(),
         proto: spec.proto,
-        host_ip: spec.host_ip,
+        host_ip: spec.bind_ip(),
         host_ports,
         container_ports: spec.container_ports,
     };
@@ -240,7 +269,7 @@ pub fn resolve_host_ports(
                     spec: spec.to_string(),
                     wanted: format!(
                         "{}:{h}/{}",
-                        spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                        spec.bind_ip().unwrap_or(Ipv4Addr::UNSPECIFIED),
                         spec.proto
                     ),
                     existing: p.to_string(),
@@ -265,7 +294,7 @@ fn first_free_block(
         endpoint: String::new(),
         network: String::new(),
         proto: spec.proto,
-        host_ip: spec.host_ip,
+        host_ip: spec.bind_ip(),
         host_ports: within,
         container_ports: within,
     };
@@ -348,7 +377,12 @@ mod tests {
         let s = parse("127.0.0.1:8080:80/udp");
         assert_eq!(s.host_ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(s.proto, Proto::Udp);
-        assert_eq!(parse("0.0.0.0:8080:80"), parse("8080:80"));
+        let s = parse("0.0.0.0:8080:80");
+        assert_eq!(s.host_ip, Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            (s.host_ports, s.container_ports),
+            (Some(pr(8080, 8080)), pr(80, 80))
+        );
         let s = parse("127.0.0.1::80");
         assert_eq!((s.host_ip, s.host_ports), (Some(Ipv4Addr::LOCALHOST), None));
         let s = parse("20000-20999:20000-20999/TCP");
@@ -373,6 +407,7 @@ mod tests {
             "8080:80/udp",
             "127.0.0.1:8080:80/tcp",
             "127.0.0.1::80/tcp",
+            "0.0.0.0:8080:80/tcp",
             "1000-1001:2000-2001/tcp",
         ] {
             assert_eq!(parse(s).to_string(), s);
@@ -495,6 +530,105 @@ mod tests {
         );
         let e = resolve_host_ports(&parse("8000-8001:80"), &existing, auto).unwrap_err();
         assert!(e.to_string().contains("8000-8001"), "{e}");
+    }
+
+    fn published(ip: Option<Ipv4Addr>, host: PortRange, container: PortRange) -> Publication {
+        Publication {
+            host_ports: host,
+            container_ports: container,
+            ..publ(ip, host, Proto::Tcp)
+        }
+    }
+
+    #[test]
+    fn unpublish_by_host_range_matches_the_port_chosen_from_it() {
+        // `publish web 8000-8010:80` chose 8003.
+        let chosen = published(None, pr(8003, 8003), pr(80, 80));
+        for spec in [
+            "8000-8010:80",
+            "8003-8003:80",
+            "8003:80",
+            "80",
+            "8003:80/tcp",
+        ] {
+            assert!(parse(spec).matches(&chosen), "{spec} should match {chosen}");
+        }
+        for spec in [
+            "8004-8010:80",
+            "7990-8002:80",
+            "8000-8010:81",
+            "8000-8010:80/udp",
+            "8000-8010:80-90",
+            "127.0.0.1:8000-8010:80",
+        ] {
+            assert!(
+                !parse(spec).matches(&chosen),
+                "{spec} should not match {chosen}"
+            );
+        }
+        // Equal-length ranges map one to one: only the same ranges match.
+        let block = published(None, pr(9000, 9009), pr(9000, 9009));
+        assert!(parse("9000-9009:9000-9009").matches(&block));
+        assert!(parse("9000-9009").matches(&block));
+        for spec in ["9000-9010:9000-9010", "9000-9019:9000", "9000-9009:9000"] {
+            assert!(
+                !parse(spec).matches(&block),
+                "{spec} should not match {block}"
+            );
+        }
+    }
+
+    #[test]
+    fn unpublish_by_host_ip() {
+        let lo = Some(Ipv4Addr::LOCALHOST);
+        let all = published(None, pr(8080, 8080), pr(80, 80));
+        let local = published(lo, pr(8080, 8080), pr(80, 80));
+        // No IP: any address.
+        assert!(parse("8080:80").matches(&all) && parse("8080:80").matches(&local));
+        assert!(parse("80").matches(&all) && parse("80").matches(&local));
+        // An explicit 0.0.0.0: only what is published on every address.
+        for spec in ["0.0.0.0:8080:80", "0.0.0.0::80"] {
+            assert!(parse(spec).matches(&all), "{spec}");
+            assert!(!parse(spec).matches(&local), "{spec}");
+        }
+        assert!(parse("127.0.0.1:8080:80").matches(&local));
+        assert!(!parse("127.0.0.1:8080:80").matches(&all));
+        assert!(!parse("10.0.0.1:8080:80").matches(&local));
+    }
+
+    #[test]
+    fn explicit_any_address_publishes_like_no_address() {
+        let explicit = parse("0.0.0.0:8080:80");
+        assert_eq!(explicit.host_ip, Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(explicit.bind_ip(), None);
+        assert_eq!(
+            parse("127.0.0.1:8080:80").bind_ip(),
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        let auto = pr(32768, 60999);
+        // It conflicts with a specific address, as a wildcard does.
+        let local = [publ(Some(Ipv4Addr::LOCALHOST), pr(8080, 8080), Proto::Tcp)];
+        assert!(matches!(
+            resolve_host_ports(&explicit, &local, auto),
+            Err(PortSpecError::Conflict { .. })
+        ));
+        let taken = [publ(Some(Ipv4Addr::LOCALHOST), pr(8000, 8001), Proto::Tcp)];
+        for spec in ["0.0.0.0:8000-8010:80", "8000-8010:80"] {
+            assert_eq!(
+                resolve_host_ports(&parse(spec), &taken, auto).unwrap(),
+                pr(8002, 8002),
+                "{spec}"
+            );
+        }
+        let taken = [publ(
+            Some(Ipv4Addr::LOCALHOST),
+            pr(32768, 32768),
+            Proto::Tcp,
+        )];
+        assert_eq!(
+            resolve_host_ports(&parse("0.0.0.0::80"), &taken, auto).unwrap(),
+            pr(32769, 32769)
+        );
     }
 
     #[test]
