@@ -31,6 +31,11 @@ pub enum PortCommand {
         output: Output,
     },
     /// Remove an endpoint's publication, or all of them without SPEC
+    #[command(
+        after_help = "SPEC matches what it published: a host range onto one container port matches\n\
+        the port chosen from it. Without HOST_IP it matches any address; 0.0.0.0 matches\n\
+        only publications on every address."
+    )]
     Unpublish {
         endpoint: String,
         spec: Option<String>,
@@ -40,7 +45,7 @@ pub enum PortCommand {
     /// List published ports
     #[command(visible_alias = "list")]
     Ls {
-        /// Only this endpoint's
+        /// Only this endpoint's (an error if there is no such endpoint)
         endpoint: Option<String>,
         #[command(flatten)]
         output: Output,
@@ -84,10 +89,7 @@ impl PortCommand {
                 }
             }
             PortCommand::Ls { endpoint, output } => {
-                let mut list = client.port_list().await?;
-                if let Some(name) = &endpoint {
-                    list.retain(|p| &p.publication.endpoint == name);
-                }
+                let list = list(client, endpoint.as_deref()).await?;
                 if output.json {
                     emit_json(&list)?
                 } else {
@@ -97,6 +99,20 @@ impl PortCommand {
         }
         Ok(EXIT_OK)
     }
+}
+
+/// Every publication, or `endpoint`'s. An endpoint the daemon does not know is its
+/// NotFound error (exit status 1), as `docker port` refuses an unknown container.
+async fn list(client: &Client, endpoint: Option<&str>) -> Result<Vec<PublicationInfo>, CliError> {
+    let mut list = client.port_list().await?;
+    if let Some(name) = endpoint {
+        list.retain(|p| p.publication.endpoint == name);
+        if list.is_empty() {
+            // Nothing published: the endpoint may not exist. Ask (only then).
+            client.endpoint_inspect(name).await?;
+        }
+    }
+    Ok(list)
 }
 
 fn host_ip(p: &Publication) -> Ipv4Addr {
@@ -134,4 +150,65 @@ pub fn render_list(list: &[PublicationInfo]) -> String {
         ]);
     }
     t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{
+            client::ClientError,
+            server::tests::{Harness, fake::FakeApi},
+            types::{EndpointCreate, NetworkCreate},
+        },
+        cli::EXIT_API,
+        error::ErrorKind,
+    };
+
+    async fn create_endpoint(client: &Client, name: &str) {
+        let req = EndpointCreate {
+            name: name.into(),
+            ..Default::default()
+        };
+        client.endpoint_create(&req).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ls_of_an_unknown_endpoint_is_not_found() {
+        let h = Harness::start(FakeApi::default()).await;
+        let client = h.client();
+        let netd0 = NetworkCreate {
+            name: "netd0".into(),
+            ..Default::default()
+        };
+        client.network_create(&netd0).await.unwrap();
+        create_endpoint(&client, "web").await;
+        create_endpoint(&client, "idle").await;
+        let publish = PortPublish {
+            endpoint: "web".into(),
+            spec: "8080:80".into(),
+            network: None,
+        };
+        client.port_publish(&publish).await.unwrap();
+
+        let ls = |endpoint: Option<&str>| PortCommand::Ls {
+            endpoint: endpoint.map(str::to_string),
+            output: Output { json: true },
+        };
+        let err = ls(Some("nosuch")).run(&client).await.unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_API, "{err}");
+        let CliError::Client(ClientError::Api(e)) = &err else {
+            panic!("expected the daemon's refusal, got {err:?}")
+        };
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(err.to_string().contains("nosuch"), "{err}");
+
+        // A known endpoint without publications lists nothing, successfully.
+        assert_eq!(list(&client, Some("idle")).await.unwrap(), []);
+        let web = list(&client, Some("web")).await.unwrap();
+        assert_eq!(web.len(), 1);
+        assert_eq!(web[0].publication.endpoint, "web");
+        assert_eq!(list(&client, None).await.unwrap(), web);
+        h.stop().await.unwrap();
+    }
 }
