@@ -3,7 +3,7 @@
 //! were.
 
 use netd_tests::{
-    Lab,
+    Lab, Server,
     cli::{EXIT_API, EXIT_USAGE, assert_refused},
 };
 
@@ -224,6 +224,53 @@ fn malformed_port_specs_are_refused() {
         lab.name("r")
     );
     refused(&lab, &run, EXIT_API, &["abc"], INVALID);
+}
+
+#[test]
+fn a_port_a_host_process_holds_is_refused_or_passed_by() {
+    let lab = Lab::new();
+    lab.network_create("app", &["--subnet", "10.42.0.0/24"]);
+    let a = lab.name("a");
+    lab.endpoint_create(&a, "app", &[]);
+    // Services of the host: publishing their ports would take their traffic.
+    let host = lab.host().path();
+    let _tcp = Server::tcp(&host, "0.0.0.0:2222".parse().unwrap()).unwrap();
+    let _udp = Server::udp(&host, "127.0.0.1:5353".parse().unwrap()).unwrap();
+    let _auto = Server::tcp(&host, "0.0.0.0:32768".parse().unwrap()).unwrap();
+    let held = &["in use on the host"];
+    for (spec, port) in [
+        ("2222:22", "2222"),
+        ("127.0.0.1:2222:22", "2222"),
+        ("5353:53/udp", "5353"),
+        ("127.0.0.1:5353:53/udp", "5353"),
+    ] {
+        refused(
+            &lab,
+            &format!("port publish {a} {spec}"),
+            EXIT_API,
+            &[port],
+            held,
+        );
+    }
+    // The other protocol's port, and another address's, are free.
+    lab.netd_ok(&["port", "publish", &a, "2222:22/udp"]);
+    lab.netd_ok(&["port", "publish", &a, "203.0.113.2:5353:53/udp"]);
+    // When netd picks the port, it passes held ones by: in a range, and in its own.
+    lab.netd_ok(&["port", "publish", &a, "2222-2224:23"]);
+    lab.netd_ok(&["port", "publish", &a, "24"]);
+    let list = lab.netd_json(&["port", "ls", &a, "--json"]);
+    let chosen = |container: u16| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container_ports"]["start"] == container && p["proto"] == "tcp")
+            .unwrap_or_else(|| panic!("no publication of {container}: {list}"))["host_ports"]
+            ["start"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(chosen(23), 2223, "{list}");
+    assert_eq!(chosen(24), 32769, "{list}");
 }
 
 #[test]

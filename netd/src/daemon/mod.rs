@@ -2,6 +2,7 @@
 //! change as a transaction, and reconciles the kernel with the state at start.
 
 mod endpoints;
+mod host_ports;
 mod networks;
 mod ports;
 mod reconcile;

@@ -1,10 +1,11 @@
 //! `port publish|unpublish`.
 
-use std::net::Ipv4Addr;
+use std::{borrow::Cow, net::Ipv4Addr};
 
 use tracing::info;
 
 use super::{
+    host_ports,
     service::{Inner, publication_view},
     txn::{Undo, UndoLog},
 };
@@ -71,8 +72,7 @@ impl Inner {
         if let Some(ip) = spec.host_ip {
             self.check_host_ip(ip)?;
         }
-        let host_ports =
-            portspec::resolve_host_ports(&spec, &self.state.publications, self.auto_ports)?;
+        let host_ports = self.free_host_ports(&spec)?;
         // A host range onto one container port means "one free port of the range".
         let container_ports = if spec.container_ports.len() == host_ports.len() {
             spec.container_ports
@@ -87,6 +87,52 @@ impl Inner {
             host_ports,
             container_ports,
         })
+    }
+
+    /// The host ports for `spec`: clear of the other publications and of the host's own
+    /// sockets. A port a process holds is refused when asked for by number, as Docker
+    /// refuses it (publishing would take that process's traffic: sshd's, say); when netd
+    /// picks the port, it moves on past held ones.
+    fn free_host_ports(&self, spec: &PortSpec) -> Result<PortRange> {
+        let explicit = spec
+            .host_ports
+            .is_some_and(|h| h.len() == spec.container_ports.len());
+        let ip = spec.bind_ip();
+        // Ports found held, as publications, so that the next choice passes them by.
+        let mut held: Vec<Publication> = Vec::new();
+        loop {
+            let existing: Cow<'_, [Publication]> = if held.is_empty() {
+                Cow::Borrowed(&self.state.publications)
+            } else {
+                Cow::Owned([&self.state.publications[..], &held[..]].concat())
+            };
+            let ports = portspec::resolve_host_ports(spec, &existing, self.auto_ports)?;
+            let busy = host_ports::first_in_use(spec.proto, ip, ports).map_err(|e| {
+                Error::Internal(format!(
+                    "checking whether host ports {ports}/{} are free: {e}",
+                    spec.proto
+                ))
+            })?;
+            let Some(port) = busy else {
+                return Ok(ports);
+            };
+            if explicit {
+                return Err(Error::Conflict(format!(
+                    "host port {}:{port}/{} is in use on the host: a process holds it, and \
+                     publishing it would take that process's traffic; choose another host port",
+                    ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    spec.proto
+                )));
+            }
+            held.push(Publication {
+                endpoint: String::new(),
+                network: String::new(),
+                proto: spec.proto,
+                host_ip: ip,
+                host_ports: PortRange::single(port),
+                container_ports: PortRange::single(port),
+            });
+        }
     }
 
     /// Pick up addresses added to (or removed from) the uplink since the daemon started,
