@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use netd_tests::{
     Lab, LabConfig, NetnsGuard, Server,
     cli::{first_ip, ip_of},
+    lab::{HOST_ADDR, WAN_ADDR},
     process::{addrs, ip, links, netns_exec},
     traffic::{tcp_request, udp_request},
 };
@@ -200,6 +201,27 @@ fn an_endpoint_connects_to_a_second_network_and_disconnects() {
 }
 
 #[test]
+fn disconnecting_the_first_network_hands_the_default_route_on() {
+    let lab = Lab::new();
+    lab.network_create("first", &["--subnet", "10.18.0.0/24"]);
+    lab.network_create("second", &["--subnet", "10.19.0.0/24"]);
+    let a = lab.name("a");
+    lab.endpoint_create(&a, "first", &[]);
+    lab.netd_ok(&["endpoint", "connect", &a, "second"]);
+    let routes = ip(&["-n", &a, "route", "show", "default"]).unwrap();
+    assert!(routes.contains("via 10.18.0.1 dev eth0"), "{routes}");
+
+    lab.netd_ok(&["endpoint", "disconnect", &a, "first"]);
+    let routes = ip(&["-n", &a, "route", "show", "default"]).unwrap();
+    assert!(routes.contains("via 10.19.0.1 dev eth1"), "{routes}");
+    // The wan is reached through the second network, masqueraded.
+    let server = Server::tcp(&lab.wan().path(), sock(WAN_ADDR, 0)).unwrap();
+    let reply = tcp_request(&lab.netns_path(&a), None, server.addr, b"still out").unwrap();
+    assert_eq!(reply, b"still out");
+    assert_eq!(server.join().unwrap().peer.ip(), HOST_ADDR);
+}
+
+#[test]
 fn an_existing_namespace_is_attached_and_left_in_place() {
     let lab = Lab::new();
     lab.network_create("rt", &["--subnet", "10.16.0.0/24"]);
@@ -314,7 +336,7 @@ fn tc_programs_count_packets_per_interface() {
         "3 pings through {host_if} are at least 6 packets, counted {packets}"
     );
     for _ in 0..3 {
-        ping(lab.host().name(), netd_tests::lab::WAN_ADDR);
+        ping(lab.host().name(), WAN_ADDR);
     }
     let packets = counted_packets(&lab, netd_tests::lab::UPLINK);
     assert!(

@@ -329,6 +329,25 @@ impl Inner {
         // Like Docker, ports published on that network go with it.
         self.unpublish_where(|p| p.endpoint == name && p.network == network)?;
         self.detach(name, &att).await?;
+        // The default route went with the first attachment's veth: the next one takes
+        // it over, as a restart's repair would give it (Docker, too, moves the default
+        // gateway to a remaining network).
+        let first = endpoint.attachments.first().map(|a| a.network.as_str());
+        if first == Some(network)
+            && let Some(next) = endpoint.attachments.iter().find(|a| a.network != network)
+        {
+            let gateway = self.network(&next.network)?.gateway;
+            let inner = Netns::open(&endpoint.netns.path)?.netlink()?;
+            let link = inner.link_by_name(&next.ifname).await?.ok_or_else(|| {
+                Error::Internal(format!(
+                    "{} of endpoint {name} is missing from its namespace",
+                    next.ifname
+                ))
+            })?;
+            inner
+                .ensure_default_route(link.index, &next.ifname, gateway)
+                .await?;
+        }
         let mut next = self.state.clone();
         next.publications
             .retain(|p| !(p.endpoint == name && p.network == network));

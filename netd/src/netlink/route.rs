@@ -3,13 +3,14 @@
 use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
+use nix::errno::Errno;
 use rtnetlink::{
     RouteMessageBuilder,
     packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType},
 };
 use tracing::info;
 
-use super::{Netlink, NetlinkError, Result};
+use super::{Netlink, NetlinkError, Result, errno_of};
 
 impl Netlink {
     /// The interface of the IPv4 default route, if there is one. With several default
@@ -33,16 +34,46 @@ impl Netlink {
 
     /// `ip route add default via GATEWAY dev INDEX` (`name` is for messages).
     pub async fn add_default_route(&self, index: u32, name: &str, gateway: Ipv4Addr) -> Result<()> {
+        self.route_add_default(index, gateway)
+            .await
+            .map_err(|e| default_route_error(name, gateway, e))?;
+        info!(link = name, %gateway, "added default route");
+        Ok(())
+    }
+
+    /// [`add_default_route`](Self::add_default_route) unless a default route exists: one
+    /// that was there first (set by a container runtime, say) is left alone.
+    pub async fn ensure_default_route(
+        &self,
+        index: u32,
+        name: &str,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        match self.route_add_default(index, gateway).await {
+            Ok(()) => {
+                info!(link = name, %gateway, "added default route");
+                Ok(())
+            }
+            Err(e) if errno_of(&e) == Some(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(default_route_error(name, gateway, e)),
+        }
+    }
+
+    async fn route_add_default(
+        &self,
+        index: u32,
+        gateway: Ipv4Addr,
+    ) -> std::result::Result<(), rtnetlink::Error> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)
             .output_interface(index)
             .build();
-        self.handle.route().add(msg).execute().await.map_err(|e| {
-            NetlinkError::rtnl("add default route", format!("via {gateway} dev {name}"), e)
-        })?;
-        info!(link = name, %gateway, "added default route");
-        Ok(())
+        self.handle.route().add(msg).execute().await
     }
+}
+
+fn default_route_error(name: &str, gateway: Ipv4Addr, e: rtnetlink::Error) -> NetlinkError {
+    NetlinkError::rtnl("add default route", format!("via {gateway} dev {name}"), e)
 }
 
 /// A unicast 0.0.0.0/0 route in the main table. The dump has every table, and the
