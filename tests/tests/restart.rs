@@ -153,6 +153,34 @@ fn a_restart_collects_endpoints_whose_namespace_is_gone() {
     assert_eq!(first_ip(&again), pair.b_ip);
 }
 
+#[test]
+fn a_restart_goes_on_past_an_endpoint_it_cannot_repair() {
+    let mut lab = Lab::new();
+    let pair = setup(&lab);
+    let c = lab.name("c");
+    lab.endpoint_create(&c, "app", &[]);
+
+    // While the daemon is down, c's pair goes, and a stranger takes the name eth0 in c.
+    lab.daemon_mut().kill9().unwrap();
+    ip(&["-n", &c, "link", "del", "eth0"]).unwrap();
+    ip(&[
+        "-n", &c, "link", "add", "eth0", "type", "veth", "peer", "name", "squat",
+    ])
+    .unwrap();
+    lab.daemon_mut().restart().unwrap();
+
+    let log = lab.daemon().log();
+    assert!(
+        log.contains("could not repair the attachment") && log.contains(&c),
+        "{log}"
+    );
+    // Everyone else works, and c can still be removed through the API.
+    assert_connected(&lab, &pair);
+    lab.netd_ok(&["endpoint", "rm", &c]);
+    let endpoints = lab.netd_json(&["endpoint", "ls", "--json"]);
+    assert_eq!(endpoints.as_array().unwrap().len(), 2, "{endpoints}");
+}
+
 /// Port changes go to the state journal; once it holds 1,024 lines and changes pause,
 /// the daemon folds it into state.json. A kill -9 right after keeps every publication.
 #[test]

@@ -34,7 +34,15 @@ impl Inner {
             }
             let ns = Netns::open(&endpoint.netns.path)?;
             for (i, att) in endpoint.attachments.iter().enumerate() {
-                self.repair_attachment(&endpoint, &ns, att, i == 0).await?;
+                // One endpoint that cannot be repaired must not keep the daemon, and so
+                // every other endpoint, from starting: it stays listed, to be fixed or
+                // removed through the API.
+                if let Err(e) = self.repair_attachment(&endpoint, &ns, att, i == 0).await {
+                    warn!(
+                        endpoint = %endpoint.name, network = %att.network, error = %e,
+                        "could not repair the attachment; disconnect and connect it again, or remove the endpoint"
+                    );
+                }
             }
         }
         if !gone.is_empty() {
@@ -105,11 +113,19 @@ impl Inner {
                 let network = state
                     .network(&att.network)
                     .ok_or_else(|| Error::not_found("network", &att.network))?;
+                // Without its veth (a repair failed) there is nothing to attach to.
+                let Some(veth) = self.netlink.link_by_name(&att.host_ifname).await? else {
+                    warn!(
+                        endpoint = %endpoint.name, network = %att.network,
+                        veth = %att.host_ifname, "the attachment has no veth; the dataplane skips it"
+                    );
+                    continue;
+                };
                 view.endpoints.push(EndpointView {
                     endpoint: &endpoint.name,
                     network,
                     attachment: att,
-                    host_ifindex: self.ifindex(&att.host_ifname).await?,
+                    host_ifindex: veth.index,
                     bridge_ifindex: self.ifindex(&network.bridge).await?,
                 });
             }
