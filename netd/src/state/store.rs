@@ -236,10 +236,15 @@ impl StateStore {
             .map_err(|e| io_err(&tmp, e))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-        // The rename is only durable once the directory entry is on disk.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&self.dir, e))?;
+        // The rename is only durable once the directory entry is on disk. But the new
+        // state is the file's from here: an error now would have the caller roll the
+        // kernel back under a state.json that already describes the change.
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(
+                dir = %self.dir.display(), error = %e,
+                "could not sync the state directory; the new state is in place, but a power loss may undo it"
+            );
+        }
         self.journal.clear();
         Ok(())
     }
