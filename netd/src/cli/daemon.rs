@@ -9,6 +9,7 @@ use crate::{
     daemon::{self, DaemonConfig},
     dataplane::DataplaneKind,
     model::PortRange,
+    state::portspec::{BadPort, port_number},
 };
 
 /// Largest `--conntrack-max`: 2^24 flows, 64 times the default.
@@ -117,21 +118,17 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
         .ok_or_else(|| invalid("expected START-END, e.g. 61000-65535".into()))?;
     let port = |what: &str, p: &str| -> Result<u16, String> {
         let p = p.trim();
-        // Digits only: u16's parser would also take a sign ("+5").
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid(format!(
-                "{what} {p:?} is not a port number; expected START-END, e.g. 61000-65535"
-            )));
-        }
-        match p.parse::<u16>() {
-            Ok(0) => Err(invalid(format!(
-                "{what} is port 0, which cannot be used; ports are 1-65535"
-            ))),
-            Ok(n) => Ok(n),
-            Err(_) => Err(invalid(format!(
-                "{what} {p} is out of range; ports are 1-65535"
-            ))),
-        }
+        port_number(p).map_err(|e| {
+            invalid(match e {
+                BadPort::Empty | BadPort::NotANumber => format!(
+                    "{what} {p:?} is not a port number; expected START-END, e.g. 61000-65535"
+                ),
+                BadPort::Zero => {
+                    format!("{what} is port 0, which cannot be used; ports are 1-65535")
+                }
+                BadPort::AboveMax => format!("{what} {p} is out of range; ports are 1-65535"),
+            })
+        })
     };
     let (start, end) = (port("START", start)?, port("END", end)?);
     if start > end {

@@ -70,21 +70,43 @@ fn invalid(spec: &str, reason: impl Into<String>) -> PortSpecError {
     }
 }
 
-fn parse_port(spec: &str, what: &str, s: &str) -> Result<u16, PortSpecError> {
+/// Why a string is not a port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadPort {
+    Empty,
+    NotANumber,
+    Zero,
+    AboveMax,
+}
+
+/// `s` as a port number, 1-65535: ASCII digits only (u16's parser would also take a
+/// sign, "+5"). Callers say why in their own words.
+pub fn port_number(s: &str) -> Result<u16, BadPort> {
     if s.is_empty() {
-        return Err(invalid(spec, format!("empty {what}")));
+        return Err(BadPort::Empty);
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(spec, format!("{what} {s:?} is not a number")));
+        return Err(BadPort::NotANumber);
     }
     match s.parse::<u32>() {
-        Ok(0) => Err(invalid(
-            spec,
-            format!("{what} 0 is not a valid port (1-65535)"),
-        )),
+        Ok(0) => Err(BadPort::Zero),
         Ok(p) if p <= 65535 => Ok(p as u16),
-        _ => Err(invalid(spec, format!("{what} {s} is above 65535"))),
+        _ => Err(BadPort::AboveMax),
     }
+}
+
+fn parse_port(spec: &str, what: &str, s: &str) -> Result<u16, PortSpecError> {
+    port_number(s).map_err(|e| {
+        invalid(
+            spec,
+            match e {
+                BadPort::Empty => format!("empty {what}"),
+                BadPort::NotANumber => format!("{what} {s:?} is not a number"),
+                BadPort::Zero => format!("{what} 0 is not a valid port (1-65535)"),
+                BadPort::AboveMax => format!("{what} {s} is above 65535"),
+            },
+        )
+    })
 }
 
 fn parse_range(spec: &str, what: &str, s: &str) -> Result<PortRange, PortSpecError> {
