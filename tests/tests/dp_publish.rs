@@ -298,12 +298,19 @@ fn run_p_publishes_while_the_command_runs(dp: Dataplane) {
         "60",
     ]))
     .unwrap();
+    // Until `netd run` has created its endpoint, `port ls` of it is "not found".
+    let published = || {
+        let out = lab.netd(&["port", "ls", &r, "--json"]);
+        out.success()
+            && serde_json::from_str::<Value>(&out.stdout)
+                .is_ok_and(|v| v.as_array().is_some_and(|l| l.len() >= 2))
+    };
     let deadline = Instant::now() + IO;
-    while port_ls(&lab, &r).len() < 2 {
+    while !published() {
         assert!(
             Instant::now() < deadline,
-            "netd run did not publish: {:?}",
-            port_ls(&lab, &r)
+            "netd run did not publish: {}",
+            lab.netd(&["port", "ls", &r, "--json"])
         );
         thread::sleep(Duration::from_millis(50));
     }
